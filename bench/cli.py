@@ -1,0 +1,160 @@
+"""Command line: ``python -m bench run|list|data``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench import registry
+from bench.errors import ConfigError, SidbenchError
+
+log = logging.getLogger("bench")
+
+
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in _csv(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds expects integers like 0,1,2, found {text!r}") from None
+
+
+def _key_values(pairs: list[str], flag: str) -> dict[str, Any]:
+    out = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key:
+            raise ConfigError(f"{flag} expects KEY=VALUE, found {pair!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description="sidbench: semantic-ID tokenizer benchmark")
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="train and evaluate methods on a dataset")
+    run.add_argument("--methods", type=_csv, required=True, help="comma-separated method names (see `list`)")
+    run.add_argument("--dataset", default="synthetic", help="dataset name (default: synthetic)")
+    run.add_argument("--seeds", type=_seeds, default=[0], help="comma-separated seeds (default: 0)")
+    run.add_argument("--out", type=Path, default=Path("runs"), help="output folder (default: runs/)")
+    run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    run.add_argument("--budget", default="default", help="named config budget: default or smoke")
+    run.add_argument("--set", action="append", default=[], metavar="[METHOD.]KEY=VALUE",
+                     help="override a method option (repeatable)")
+    run.add_argument("--protocol", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a protocol option, e.g. history_len=50 or exclude_history=true")
+    run.add_argument("--force", action="store_true", help="re-run even if an identical finished run exists")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    sub.add_parser("list", help="list methods, tokenizers, encoders and datasets")
+
+    data = sub.add_parser("data", help="prepare or describe datasets")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    prep = data_sub.add_parser("prepare", help="fetch, verify and process a dataset; print its statistics")
+    prep.add_argument("name")
+    prep.add_argument("--rebuild", action="store_true", help="process again even if cached")
+    info = data_sub.add_parser("info", help="describe a dataset's recipe and (if prepared) statistics")
+    info.add_argument("name")
+    return parser
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    for kind in ("method", "tokenizer", "encoder", "dataset"):
+        entries = registry.entries(kind)
+        print(f"{kind}s:")
+        if not entries:
+            print("  (none yet)")
+        width = max((len(e.name) for e in entries), default=0)
+        for entry in entries:
+            print(f"  {entry.name.ljust(width)}  {entry.description}")
+        print()
+    return 0
+
+
+def _print_stats(name: str, stats: dict[str, Any]) -> None:
+    print(f"dataset {name}")
+    for key, value in stats.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items())
+        elif isinstance(value, int):
+            value = f"{value:,}"
+        print(f"  {key:24s} {value}")
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from bench.dataset import get_recipe, load_dataset
+
+    if args.data_command == "prepare":
+        ds = load_dataset(args.name, rebuild=args.rebuild)
+        _print_stats(ds.name, ds.stats)
+        return 0
+    recipe = get_recipe(args.name)
+    print(f"{recipe.name}: {recipe.description}")
+    print(f"  recipe  {recipe.path}")
+    print(f"  reader  {recipe.reader}")
+    for role, src in recipe.files.items():
+        print(f"  file    {role}: {src.url}\n          sha256 {src.sha256}")
+    print(f"  fields  {recipe.items.get('fields', [])}")
+    print(f"  protocol defaults {recipe.protocol}")
+    return 0
+
+
+def format_table(outcomes: list, metrics: tuple[str, ...] = ("recall@5", "ndcg@5", "recall@10", "ndcg@10", "recall@20", "ndcg@20")) -> str:
+    rows: dict[str, list[dict[str, float]]] = {}
+    for o in outcomes:
+        if o.record is not None:
+            rows.setdefault(o.method, []).append(o.record["metrics"]["test"])
+    header = ["method", "seeds"] + [m.replace("recall", "R").replace("ndcg", "N") for m in metrics] + ["fit s"]
+    lines = [header]
+    for method, runs in rows.items():
+        fit = [o.record["timings"].get("fit", 0.0) for o in outcomes if o.method == method and o.record]
+        cells = [method, str(len(runs))]
+        for m in metrics:
+            values = np.array([r[m] for r in runs])
+            cells.append(f"{values.mean():.4f}" + (f"±{values.std():.4f}" if len(values) > 1 else ""))
+        cells.append(f"{np.mean(fit):.1f}")
+        lines.append(cells)
+    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in lines)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bench.runner import BenchmarkRun
+
+    run = BenchmarkRun(
+        methods=args.methods, dataset=args.dataset, seeds=args.seeds, out=args.out, device=args.device,
+        budget=args.budget, overrides=_key_values(args.set, "--set"),
+        protocol_overrides=_key_values(args.protocol, "--protocol"), force=args.force, quiet=args.quiet,
+    )
+    outcomes = run.execute()
+    print(f"\n{args.dataset}: test metrics (mean±std over seeds), full ranking; results in {args.out}/")
+    print(format_table(outcomes))
+    failed = [o for o in outcomes if o.error]
+    for o in failed:
+        print(f"FAILED {o.method} seed {o.seed}: {o.error} (details in {o.folder}/failure.json)", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    handlers = {"run": cmd_run, "list": cmd_list, "data": cmd_data}
+    try:
+        return handlers[args.command](args)
+    except SidbenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished runs are kept, the unfinished one left no result", file=sys.stderr)
+        return 130

@@ -1,0 +1,182 @@
+"""Run methods x seeds on one dataset under one protocol and write their records."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import shlex
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench import __version__, records, registry
+from bench.dataset import Dataset, load_dataset
+from bench.errors import ConfigError, SidbenchError
+from bench.evaluate import Evaluator
+from bench.method import FitContext, build_config
+from bench.protocol import Protocol, Split
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu or auto")
+    if name not in ("cpu", "cuda"):
+        raise ConfigError(f"--device must be auto, cpu or cuda, found {name!r}")
+    return torch.device(name)
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return f"cpu: {torch.get_num_threads()} threads"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+def split_overrides(methods: list[str], overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``key=value`` goes to every method that has the option; ``method.key=value`` to one method."""
+    per_method: dict[str, dict[str, Any]] = {m: {} for m in methods}
+    for key, value in overrides.items():
+        target, dot, option = key.rpartition(".")
+        if dot:
+            if target not in per_method:
+                raise ConfigError(f"option {key!r} names method {target!r}, which is not in this run ({', '.join(methods)})")
+            per_method[target][option] = value
+            continue
+        takers = [m for m in methods if option in {f.name for f in dataclasses.fields(_method_class(m).Config)}]
+        if not takers:
+            raise ConfigError(f"no method in this run ({', '.join(methods)}) has an option {option!r}")
+        for m in takers:
+            per_method[m][option] = value
+    return per_method
+
+
+def _method_class(name: str) -> type:
+    return registry.get("method", name)
+
+
+@dataclass
+class RunOutcome:
+    method: str
+    seed: int
+    folder: Path
+    record: dict[str, Any] | None = None
+    error: str | None = None
+    reused: bool = False
+
+
+@dataclass
+class BenchmarkRun:
+    """One ``run`` invocation: methods x seeds on a dataset."""
+
+    methods: list[str]
+    dataset: str
+    seeds: list[int]
+    out: Path
+    device: str = "auto"
+    budget: str = "default"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    protocol_overrides: dict[str, Any] = field(default_factory=dict)
+    force: bool = False
+    quiet: bool = False
+
+    def execute(self) -> list[RunOutcome]:
+        device = resolve_device(self.device)
+        classes = {m: _method_class(m) for m in self.methods}  # unknown names fail before any work
+        per_method = split_overrides(self.methods, self.overrides)
+        configs = {m: build_config(classes[m], m, self.budget, per_method[m]) for m in self.methods}
+        start = time.perf_counter()
+        dataset = load_dataset(self.dataset)
+        protocol = Protocol.from_options(dataset.protocol_defaults, self.protocol_overrides)
+        split = Split(dataset, protocol)
+        prepare_s = round(time.perf_counter() - start, 3)
+        outcomes = []
+        for method in self.methods:
+            for seed in self.seeds:
+                outcomes.append(self._run_one(method, classes[method], configs[method], per_method[method],
+                                              seed, dataset, split, device, prepare_s))
+        return outcomes
+
+    def _run_one(self, method: str, cls: type, config: Any, overrides: dict[str, Any], seed: int,
+                 dataset: Dataset, split: Split, device: torch.device, prepare_s: float) -> RunOutcome:
+        folder = records.run_dir(self.out, dataset.name, method, seed)
+        spec = {
+            "method": method,
+            "method_class": f"{cls.__module__}:{cls.__qualname__}",
+            "budget": self.budget,
+            "config": dataclasses.asdict(config),
+            "dataset": {"name": dataset.name, "checksum": dataset.checksum},
+            "protocol": split.protocol.to_dict(),
+            "seed": seed,
+        }
+        key = records.run_key(spec)
+        if not self.force and (done := records.finished(folder, key)):
+            log.info("reusing finished run %s", folder)
+            return RunOutcome(method, seed, folder, done, reused=True)
+        seed_everything(seed)
+        ctx = FitContext(device=device, seed=seed, valid=Evaluator(split, "valid", device), quiet=self.quiet)
+        ctx.timings["prepare_data"] = prepare_s
+        command = "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
+        base = {
+            **spec,
+            "run_key": key,
+            "sidbench_version": __version__,
+            "dataset": {**spec["dataset"], "stats": dataset.stats},
+            "environment": records.environment(device_description(device)),
+            "command": command,
+            "rerun": self.rerun_command(method, seed, overrides),
+        }
+        try:
+            model = cls(config)
+            with ctx.stage("fit"):
+                model.fit(split, ctx)
+            with ctx.stage("evaluate_test"):
+                test = Evaluator(split, "test", device).evaluate(model, quiet=self.quiet)
+            with ctx.stage("evaluate_valid"):
+                valid = ctx.valid.evaluate(model, quiet=True)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # one failing method must not lose the others' results
+            log.error("%s seed %d failed: %s", method, seed, exc)
+            detail = "" if isinstance(exc, SidbenchError) else traceback.format_exc()
+            records.write_failure(folder, {**base, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
+                                           "traceback": detail, "timings": ctx.timings})
+            return RunOutcome(method, seed, folder, error=f"{type(exc).__name__}: {exc}")
+        ctx.timings["total"] = round(sum(v for k, v in ctx.timings.items() if k in
+                                         ("prepare_data", "fit", "evaluate_test", "evaluate_valid")), 3)
+        record = {
+            **base,
+            "status": "ok",
+            "metrics": {"test": test.means, "valid": valid.means},
+            "curve": ctx.curve,
+            "timings": ctx.timings,
+            "extra": ctx.extra,
+        }
+        per_user = {**test.per_user, "user": np.arange(split.n_users)}
+        records.write_result(folder, record, per_user)
+        return RunOutcome(method, seed, folder, record)
+
+    def rerun_command(self, method: str, seed: int, overrides: dict[str, Any]) -> str:
+        parts = ["python", "-m", "bench", "run", "--methods", method, "--dataset", self.dataset,
+                 "--seeds", str(seed), "--budget", self.budget, "--out", str(self.out)]
+        for key, value in overrides.items():
+            parts += ["--set", f"{method}.{key}={value}"]
+        for key, value in self.protocol_overrides.items():
+            parts += ["--protocol", f"{key}={value}"]
+        return " ".join(shlex.quote(p) for p in parts)

@@ -1,0 +1,1 @@
+"""Method and tokenizer plugins shipped with sidbench."""

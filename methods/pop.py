@@ -1,0 +1,22 @@
+"""Popularity: rank every item by how often it occurs in the training sequences."""
+
+from __future__ import annotations
+
+import torch
+
+from bench.method import FitContext, Method
+from bench.protocol import Split
+from bench.registry import register
+
+
+@register("method", "pop")
+class Pop(Method):
+    """Most popular items first (training counts); the floor any method must clear."""
+
+    def fit(self, split: Split, ctx: FitContext) -> "Pop":
+        self.counts_ = torch.from_numpy(split.item_counts()).float().to(ctx.device)
+        ctx.curve.append({"epoch": 0, **ctx.valid.evaluate(self).means})
+        return self
+
+    def score(self, histories: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
+        return self.counts_.expand(len(histories), -1)

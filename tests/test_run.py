@@ -1,0 +1,89 @@
+import json
+
+import numpy as np
+import pytest
+
+from bench import records, registry
+from bench.cli import main
+from bench.method import Method
+
+
+def run(tmp_path, *extra):
+    return main(["run", "--methods", "pop", "--dataset", "synthetic", "--out", str(tmp_path), "--quiet", *extra])
+
+
+def test_pop_runs_end_to_end_and_records_everything(tmp_path, capsys):
+    assert run(tmp_path, "--seeds", "0,1") == 0
+    table = capsys.readouterr().out
+    assert "pop" in table and "R@10" in table
+    folder = tmp_path / "synthetic" / "pop" / "seed0"
+    record = json.loads((folder / "result.json").read_text())
+    assert record["status"] == "ok"
+    assert record["dataset"]["name"] == "synthetic" and len(record["dataset"]["checksum"]) == 64
+    assert record["protocol"]["history_len"] == 20 and record["protocol"]["exclude_history"] is False
+    assert {"fit", "evaluate_test", "prepare_data"} <= set(record["timings"])
+    assert "torch" in record["environment"]["packages"]
+    assert record["rerun"].startswith("python -m bench run --methods pop --dataset synthetic --seeds 0")
+    assert 0 < record["metrics"]["test"]["ndcg@10"] < 1
+    per_user = np.load(folder / "per_user.npz")
+    assert per_user["ndcg@10"].shape == (record["dataset"]["stats"]["users"],)
+    assert per_user["ndcg@10"].mean() == pytest.approx(record["metrics"]["test"]["ndcg@10"])
+
+
+def test_identical_run_is_reused_unless_forced(tmp_path):
+    assert run(tmp_path) == 0
+    path = tmp_path / "synthetic" / "pop" / "seed0" / "result.json"
+    before = path.stat().st_mtime_ns
+    assert run(tmp_path) == 0
+    assert path.stat().st_mtime_ns == before
+    assert run(tmp_path, "--force") == 0
+    assert path.stat().st_mtime_ns != before
+    assert run(tmp_path, "--protocol", "history_len=5") == 0  # a different protocol is a new run
+    assert json.loads(path.read_text())["protocol"]["history_len"] == 5
+
+
+@registry.register("method", "test-exploding")
+class Exploding(Method):
+    """Raises during fit."""
+
+    def fit(self, split, ctx):
+        raise RuntimeError("boom")
+
+
+def test_a_failing_method_keeps_the_others_and_exits_nonzero(tmp_path, capsys):
+    code = main(["run", "--methods", "test-exploding,pop", "--dataset", "synthetic", "--out", str(tmp_path), "--quiet"])
+    assert code == 1
+    assert "FAILED test-exploding" in capsys.readouterr().err
+    assert (tmp_path / "synthetic" / "pop" / "seed0" / "result.json").is_file()
+    failed = tmp_path / "synthetic" / "test-exploding" / "seed0"
+    assert not (failed / "result.json").exists()
+    assert "boom" in json.loads((failed / "failure.json").read_text())["error"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--methods", "popp"], "Did you mean 'pop'"),
+    (["--methods", "pop", "--dataset", "beuty"], "Did you mean 'beauty'"),
+    (["--methods", "pop", "--set", "lr=1"], "no method in this run"),
+    (["--methods", "pop", "--protocol", "histroy_len=3"], "unknown protocol option"),
+    (["--methods", "pop", "--budget", "huge"], "no budget 'huge'"),
+])
+def test_bad_input_is_a_clear_error_without_traceback(tmp_path, capsys, args, message):
+    assert main(["run", "--out", str(tmp_path), "--quiet", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not list(tmp_path.rglob("result.json"))
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path):
+    target = tmp_path / "result.json"
+    records.atomic_write_json(target, {"a": 1})
+    with pytest.raises(TypeError):
+        records.atomic_write_json(target, {"a": object()})
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
+
+
+def test_data_prepare_prints_statistics(capsys):
+    assert main(["data", "prepare", "synthetic"]) == 0
+    out = capsys.readouterr().out
+    assert "users" in out and "interactions" in out
