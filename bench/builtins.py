@@ -5,6 +5,11 @@ from bench.registry import register, register_lazy
 
 METHODS = {
     "pop": ("methods.pop:Pop", "Most popular items first (training counts); the floor any method must clear"),
+    "sasrec": ("methods.sasrec:SASRec", "SASRec, full-softmax cross-entropy over all items"),
+    "sasrec-bce": ("methods.sasrec:SASRecBCE", "SASRec as in the paper: BCE with one sampled negative"),
+    "sasrec-star": ("methods.sasrec:SASRecStar", "SASRec*: ID embedding + structured item-field embeddings"),
+    "bert4rec": ("methods.bert4rec:BERT4Rec", "BERT4Rec: bidirectional cloze training, predicts an appended [MASK]"),
+    "s3rec": ("methods.s3rec:S3Rec", "S3-Rec: AAP/MIP/MAP/SP self-supervised pre-training, then SASRec-BCE"),
 }
 READERS = {
     "s3rec": ("bench.readers:read_s3rec", "S3-Rec text format (sequences + item2attributes), optional item text"),

@@ -9,6 +9,7 @@ statistics. Processed datasets are cached under ``SIDBENCH_CACHE/processed``.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -241,9 +242,20 @@ def get_recipe(name: str) -> Recipe:
     return recipes[name]
 
 
+def _code_digest(*objects: Any) -> str:
+    """A hash of the source files defining ``objects``, so a changed reader invalidates the cache."""
+    digest = hashlib.sha256()
+    for obj in objects:
+        path = inspect.getsourcefile(obj)
+        digest.update(Path(path).read_bytes() if path else repr(obj).encode())
+    return digest.hexdigest()
+
+
 def _cache_key(recipe: Recipe) -> str:
+    reader = registry.get("reader", recipe.reader)
     payload = json.dumps(
-        [PROCESSING_VERSION, recipe.reader, recipe.reader_options, recipe.items, {k: v.sha256 for k, v in recipe.files.items()}],
+        [PROCESSING_VERSION, recipe.reader, recipe.reader_options, recipe.items,
+         {k: v.sha256 for k, v in recipe.files.items()}, _code_digest(reader, build_dataset)],
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]

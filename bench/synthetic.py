@@ -12,7 +12,7 @@ The generative story, all drawn from ``numpy.random.default_rng(seed)``:
   groups. Each group arranges its items in a random cycle.
 * A user prefers one or two groups. From the last item the next one is, with
   probability ``p_popular``, a Zipf-popular item from anywhere; with
-  ``p_switch``, an item of the user's other group; otherwise a step inside the
+  ``p_switch``, an item of the user's other group (if any); otherwise a step in the
   last item's group: a group item of the same top category
   (``p_same_category``, a weak semantic signal), a uniform group item
   (``p_group_random``), or else the cycle successor (or, one time in five, the
@@ -31,10 +31,6 @@ import numpy as np
 from bench.dataset import RawData, RawItem
 from bench.errors import ConfigError
 
-# Options that ``build_dataset`` reads from the same recipe ``[items]`` table;
-# the reader accepts and ignores them.
-DATASET_OPTIONS = frozenset({"min_interactions", "fields", "drop_root_category", "price_buckets"})
-
 SKIP_SHARE = 0.2  # share of cycle steps that skip one item
 
 # top category -> (base price, title adjectives, title variants); word lists are comma-separated
@@ -42,7 +38,8 @@ TOP_STYLE: dict[str, tuple[float, str, str]] = {
     "Beauty": (18.0, "Gentle, Radiant, Nourishing, Soothing, Natural", "30 ml, 50 ml, 100 ml, Travel Size"),
     "Electronics": (90.0, "Wireless, Smart, Compact, Premium, Portable", "Black, White, Silver, Pro, Mini"),
     "Home & Kitchen": (35.0, "Classic, Modern, Durable, Elegant, Everyday", "Set of 2, Large, Small, Family Size"),
-    "Sports & Outdoors": (45.0, "Lightweight, Rugged, Adjustable, All-Weather, Performance", "Blue, Red, Green, Orange, Grey"),
+    "Sports & Outdoors": (45.0, "Lightweight, Rugged, Adjustable, All-Weather, Performance",
+                          "Blue, Red, Green, Orange, Grey"),
 }
 # top > cat2 > leaf -> (title nouns, title features)
 CATEGORY_TREE: dict[str, dict[str, dict[str, tuple[str, str]]]] = {
@@ -88,7 +85,8 @@ CATEGORY_TREE: dict[str, dict[str, dict[str, tuple[str, str]]]] = {
         },
         "Appliances": {
             "Blenders": ("Blender, Smoothie Maker, Food Processor", "High-Speed, Personal, Glass Jar, 1200W"),
-            "Coffee Makers": ("Coffee Maker, Espresso Machine, Drip Brewer", "Programmable, Single Serve, Pour-Over, Thermal"),
+            "Coffee Makers": ("Coffee Maker, Espresso Machine, Drip Brewer",
+                              "Programmable, Single Serve, Pour-Over, Thermal"),
             "Toasters": ("Toaster, Toaster Oven, Sandwich Maker", "2-Slice, 4-Slice, Wide Slot, Convection"),
         },
         "Tableware": {
@@ -133,11 +131,11 @@ class SyntheticOptions:
     min_len: int = 5
     mean_len: float = 12.0  # before capping at max_len
     max_len: int = 30
-    p_popular: float = 0.1  # next item: a Zipf-popular item from anywhere
+    p_popular: float = 0.15  # next item: a Zipf-popular item from anywhere
     p_switch: float = 0.1  # next item: an item of the user's other group
     p_same_category: float = 0.1  # in-group step: a group item of the same top category
-    p_group_random: float = 0.15  # in-group step: a uniform group item
-    zipf_exponent: float = 1.0  # item popularity ~ 1 / rank ** zipf_exponent
+    p_group_random: float = 0.35  # in-group step: a uniform group item
+    zipf_exponent: float = 1.0  # item popularity ~ 1 / rank ** zipf_exponent (at most 5)
     brand_loyalty: float = 0.9  # chance that an item's brand is from its top category
 
 
@@ -153,20 +151,19 @@ class SyntheticData:
 def parse_options(options: dict[str, Any]) -> SyntheticOptions:
     """Check ``options`` against ``SyntheticOptions`` and fill in defaults."""
     known = {f.name: f for f in fields(SyntheticOptions)}
-    given = {k: v for k, v in options.items() if k not in DATASET_OPTIONS}
-    unknown = sorted(set(given) - set(known))
+    unknown = sorted(set(options) - set(known))
     if unknown:
         raise ConfigError(
             f"synthetic dataset: unknown option(s) {', '.join(map(repr, unknown))}; "
             f"known options are {', '.join(known)}"
         )
-    for key, value in given.items():
+    for key, value in options.items():
         want_int = known[key].type == "int"
         ok = isinstance(value, int) if want_int else isinstance(value, (int, float))
         if isinstance(value, bool) or not ok:
             kind = "an integer" if want_int else "a number"
             raise ConfigError(f"synthetic dataset: option {key!r} must be {kind}, found {value!r}")
-    opts = SyntheticOptions(**given)
+    opts = SyntheticOptions(**options)
     problems = []
     if opts.n_groups < 2 or opts.n_items < 3 * opts.n_groups:
         problems.append("need n_groups >= 2 and n_items >= 3 * n_groups")
@@ -177,8 +174,8 @@ def parse_options(options: dict[str, Any]) -> SyntheticOptions:
     probs = [opts.p_popular, opts.p_switch, opts.p_same_category, opts.p_group_random, opts.brand_loyalty]
     if any(not 0 <= p <= 1 for p in probs) or opts.p_popular + opts.p_switch > 1:
         problems.append("probabilities must lie in [0, 1], with p_popular + p_switch <= 1")
-    if opts.p_same_category + opts.p_group_random > 1 or opts.zipf_exponent < 0:
-        problems.append("need p_same_category + p_group_random <= 1 and zipf_exponent >= 0")
+    if opts.p_same_category + opts.p_group_random > 1 or not 0 <= opts.zipf_exponent <= 5:
+        problems.append("need p_same_category + p_group_random <= 1 and 0 <= zipf_exponent <= 5")
     if problems:
         raise ConfigError(f"synthetic dataset: invalid options ({'; '.join(problems)}); got {asdict(opts)}")
     return opts
@@ -198,19 +195,23 @@ def _make_items(opts: SyntheticOptions, rng: np.random.Generator) -> tuple[list[
     brands_of = [np.flatnonzero(brand_top == t) for t in range(len(tops))]
     leaf_price = rng.lognormal(0.0, 0.5, size=len(leaves))
     leaf_of = rng.integers(len(leaves), size=opts.n_items)
-    items, item_top = [], np.empty(opts.n_items, dtype=np.int64)
-    for k, leaf_idx in enumerate(leaf_of):
-        top, mid, leaf = leaves[leaf_idx]
-        base, adjectives, variants = (w.split(", ") if isinstance(w, str) else w for w in TOP_STYLE[top])
-        nouns, features = (w.split(", ") for w in CATEGORY_TREE[top][mid][leaf])
-        item_top[k] = tops.index(top)
-        pool = brands_of[item_top[k]] if rng.random() < opts.brand_loyalty else np.arange(opts.n_brands)
+    item_top = np.array([tops.index(leaves[leaf][0]) for leaf in leaf_of], dtype=np.int64)
+
+    def pick(words: str) -> str:
+        """One word of a comma-separated list."""
+        options = words.split(", ")
+        return options[rng.integers(len(options))]
+
+    items = []
+    for leaf, top in zip(leaf_of, item_top):
+        path = leaves[leaf]
+        base, adjectives, variants = TOP_STYLE[path[0]]
+        nouns, features = CATEGORY_TREE[path[0]][path[1]][path[2]]
+        pool = brands_of[top] if rng.random() < opts.brand_loyalty else np.arange(opts.n_brands)
         brand = names[rng.choice(pool)]
-        words = [brand, adjectives[rng.integers(len(adjectives))], features[rng.integers(len(features))],
-                 nouns[rng.integers(len(nouns))]]
-        title = " ".join(words) + f", {variants[rng.integers(len(variants))]}"
-        price = round(float(max(1.0, base * leaf_price[leaf_idx] * rng.lognormal(0.0, 0.3))), 2)
-        items.append(RawItem(title=title, brand=brand, categories=[top, mid, leaf], price=price))
+        title = f"{brand} {pick(adjectives)} {pick(features)} {pick(nouns)}, {pick(variants)}"
+        price = round(float(max(1.0, base * leaf_price[leaf] * rng.lognormal(0.0, 0.3))), 2)
+        items.append(RawItem(title=title, brand=brand, categories=list(path), price=price))
     return items, item_top
 
 
@@ -234,8 +235,10 @@ def generate(options: dict[str, Any] | None = None) -> SyntheticData:
     position = np.empty(n, dtype=np.int64)
     for ring in members:
         position[ring] = np.arange(len(ring))
-    same_cat = [ring[(item_top[ring] == item_top[i]) & (ring != i)]
-                for i, ring in ((i, members[group_of[i]]) for i in range(n))]
+    same_cat = []  # per item: the other items of its group in its top category
+    for i in range(n):
+        ring = members[group_of[i]]
+        same_cat.append(ring[(item_top[ring] == item_top[i]) & (ring != i)])
 
     popularity = 1.0 / np.arange(1, n + 1) ** opts.zipf_exponent
     popularity = popularity[rng.permutation(n)]
@@ -267,14 +270,14 @@ def generate(options: dict[str, Any] | None = None) -> SyntheticData:
         while len(seq) < length:
             last, kind, u = seq[-1], rng.random(), rng.random()
             if kind < opts.p_popular:
-                nxt = int(np.searchsorted(pop_cdf, u))
+                nxt = min(int(np.searchsorted(pop_cdf, u)), n - 1)
             elif kind < opts.p_popular + opts.p_switch:
                 others = [g for g in liked if g != group_of[last]]
                 nxt = pick_in(int(others[0])) if others else in_group(last, u)
             else:
                 nxt = in_group(last, u)
             if nxt != last:
-                seq.append(min(nxt, n - 1))
+                seq.append(nxt)
         sequences[str(user)] = [str(i + 1) for i in seq]
 
     item_ids = [str(i + 1) for i in range(n)]
@@ -283,5 +286,8 @@ def generate(options: dict[str, Any] | None = None) -> SyntheticData:
 
 
 def read_synthetic(paths: dict, options: dict) -> RawData:
-    """Reader for the ``synthetic`` dataset: ``paths`` is ignored, ``options`` are generator options."""
+    """Reader for the ``synthetic`` dataset: ``paths`` is ignored, ``options`` are generator options.
+
+    ``options`` is a recipe's ``[reader_options]`` table; see ``SyntheticOptions`` for the keys.
+    """
     return generate(options).raw

@@ -130,9 +130,9 @@ def test_options_are_checked() -> None:
         generate({"n_items": 10.5})
     with pytest.raises(ConfigError, match="p_popular"):
         generate({"p_popular": 0.7, "p_switch": 0.5})
-    # options meant for build_dataset (same recipe table) are accepted and ignored
-    small = generate({**SMALL, "min_interactions": 5, "price_buckets": 8})
-    assert small.raw.sequences == generate(SMALL).raw.sequences
+    with pytest.raises(ConfigError, match="known options are seed, n_items"):
+        read_synthetic({}, {"min_interactions": 5})  # a build_dataset option, not a generator one
+    assert generate({"seed": 0, **SMALL}).raw.sequences == generate(SMALL).raw.sequences
 
 
 def test_options_change_sizes() -> None:

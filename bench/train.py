@@ -1,0 +1,134 @@
+"""One trainer for every neural method: AdamW, warm-up + constant or cosine schedule, bf16 autocast on
+CUDA, validation after each epoch, early stopping with patience and best-checkpoint restore."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from bench.errors import ConfigError, SidbenchError
+from bench.method import FitContext
+from bench.progress import progress
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation options shared by every neural method (methods' configs extend this)."""
+
+    epochs: int = 200
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: str = "constant"  # "constant" or "cosine" (after warm-up)
+    warmup_steps: int = 0
+    patience: int = 10  # epochs without a better validation score before stopping
+    grad_clip: float = 1.0
+
+
+def seed_stage(seed: int) -> None:
+    """Seed python, numpy and torch at the start of a training stage, so stages are reproducible alone."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+class Trainer:
+    """Trains ``model`` on in-memory example tensors with ``loss_fn(batch) -> loss``."""
+
+    def __init__(self, cfg: TrainConfig, ctx: FitContext, stage: str = "train"):
+        if cfg.schedule not in ("constant", "cosine"):
+            raise ConfigError(f"schedule must be 'constant' or 'cosine', found {cfg.schedule!r}")
+        self.cfg = cfg
+        self.ctx = ctx
+        self.stage = stage
+
+    def _lr_factor(self, step: int, total: int) -> float:
+        if step < self.cfg.warmup_steps:
+            return (step + 1) / self.cfg.warmup_steps
+        if self.cfg.schedule == "cosine":
+            progress_ = (step - self.cfg.warmup_steps) / max(1, total - self.cfg.warmup_steps)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress_)))
+        return 1.0
+
+    def fit(
+        self,
+        model: nn.Module,
+        examples: Sequence[torch.Tensor],
+        loss_fn: Callable[[tuple[torch.Tensor, ...]], torch.Tensor],
+        validate: Callable[[], dict[str, float]] | None = None,
+        select: str | None = None,
+    ) -> nn.Module:
+        """Run epochs over shuffled batches of ``examples``; with ``validate``, keep the best epoch by ``select``."""
+        cfg, ctx = self.cfg, self.ctx
+        device = ctx.device
+        seed_stage(ctx.seed)
+        model.to(device)
+        examples = [t.to(device) for t in examples]
+        n = len(examples[0])
+        if n == 0:
+            raise SidbenchError(f"{self.stage}: no training examples (the training sequences are too short)")
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        steps_per_epoch = math.ceil(n / cfg.batch_size)
+        total = steps_per_epoch * cfg.epochs
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: self._lr_factor(s, total))
+        select = select or ctx.valid.split.protocol.select_metric
+        best, best_epoch, best_state, stale = -math.inf, -1, None, 0
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+        train_seconds = 0.0
+        for epoch in range(cfg.epochs):
+            start = time.perf_counter()
+            model.train()
+            order = torch.randperm(n, device=device)
+            total_loss = torch.zeros((), device=device)
+            for i in progress(range(steps_per_epoch), desc=f"{self.stage} epoch {epoch}", quiet=ctx.quiet):
+                batch = tuple(t[order[i * cfg.batch_size:(i + 1) * cfg.batch_size]] for t in examples)
+                with autocast:
+                    loss = loss_fn(batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip:
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                total_loss += loss.detach()
+            mean_loss = float(total_loss) / steps_per_epoch
+            if not math.isfinite(mean_loss):
+                raise SidbenchError(f"{self.stage}: the loss became {mean_loss} at epoch {epoch}; lower the learning rate")
+            train_seconds += time.perf_counter() - start
+            point = {"stage": self.stage, "epoch": epoch, "loss": round(mean_loss, 5),
+                     "train_seconds": round(time.perf_counter() - start, 3)}
+            if validate is not None:
+                model.eval()
+                with torch.no_grad():
+                    metrics = validate()
+                point.update(metrics)
+                if metrics[select] > best:
+                    best, best_epoch, stale = metrics[select], epoch, 0
+                    best_state = copy.deepcopy(model.state_dict())
+                else:
+                    stale += 1
+            ctx.curve.append(point)
+            log.debug("%s", point)
+            if validate is not None and stale >= cfg.patience:
+                break
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        model.eval()
+        ctx.extra[self.stage] = {
+            "epochs_run": epoch + 1, "best_epoch": best_epoch, f"best_valid_{select}": best if best_state else None,
+            "seconds_per_epoch": round(train_seconds / (epoch + 1), 3), "steps_per_epoch": steps_per_epoch,
+            "examples": n,
+        }
+        return model
