@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a protocol option, e.g. history_len=50 or exclude_history=true")
     run.add_argument("--force", action="store_true", help="re-run even if an identical finished run exists")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--jobs", type=int, default=1,
+                     help="run (method, seed) pairs in this many processes at once (small models share a GPU well)")
 
     sub.add_parser("list", help="list methods, tokenizers, encoders and datasets")
 
@@ -134,7 +136,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     run = BenchmarkRun(
         methods=args.methods, dataset=args.dataset, seeds=args.seeds, out=args.out, device=args.device,
         budget=args.budget, overrides=_key_values(args.set, "--set"),
-        protocol_overrides=_key_values(args.protocol, "--protocol"), force=args.force, quiet=args.quiet,
+        protocol_overrides=_key_values(args.protocol, "--protocol"), force=args.force, quiet=args.quiet, jobs=args.jobs,
     )
     outcomes = run.execute()
     print(f"\n{args.dataset}: test metrics (mean±std over seeds), full ranking; results in {args.out}/")

@@ -114,8 +114,20 @@ class Split:
         )
 
     def train_windows(self, length: int) -> np.ndarray:
-        """Each user's training sequence as one window of its last ``length + 1`` items (seq-to-seq training)."""
-        return left_pad(self.train_seqs, length + 1, self.pad)
+        """Training sequences cut into windows of ``length + 1`` items, left-padded with ``pad``.
+
+        Read with a causal model (inputs ``w[:, :-1]``, targets ``w[:, 1:]``), the
+        windows hold every prefix example of ``train_examples`` exactly once: the
+        last window ends at the last training item, earlier ones step back by
+        ``length`` items.
+        """
+        windows = []
+        for seq in self.train_seqs:
+            end = len(seq)
+            while end > 1:
+                windows.append(seq[max(0, end - length - 1):end])
+                end -= length
+        return left_pad(windows, length + 1, self.pad)
 
     def item_counts(self) -> np.ndarray:
         """How often each item occurs in the training sequences."""

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import multiprocessing
+import os
 import random
 import shlex
 import sys
 import time
 import traceback
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +70,16 @@ def split_overrides(methods: list[str], overrides: dict[str, Any]) -> dict[str, 
     return per_method
 
 
+def _run_task(run: "BenchmarkRun", threads: int) -> "RunOutcome":
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(threads)  # workers must not oversubscribe the CPU
+    try:
+        return run.execute()[0]
+    except SidbenchError as exc:
+        folder = records.run_dir(run.out, run.dataset, run.methods[0], run.seeds[0])
+        return RunOutcome(run.methods[0], run.seeds[0], folder, error=f"{type(exc).__name__}: {exc}")
+
+
 def _method_class(name: str) -> type:
     return registry.get("method", name)
 
@@ -95,8 +108,28 @@ class BenchmarkRun:
     protocol_overrides: dict[str, Any] = field(default_factory=dict)
     force: bool = False
     quiet: bool = False
+    jobs: int = 1  # runs (method, seed) in this many worker processes at once
 
     def execute(self) -> list[RunOutcome]:
+        if self.jobs > 1 and len(self.methods) * len(self.seeds) > 1:
+            return self._execute_parallel()
+        return self._execute_serial()
+
+    def _execute_parallel(self) -> list[RunOutcome]:
+        """Small models leave a GPU mostly idle: run (method, seed) pairs side by side in processes."""
+        for m in self.methods:
+            _method_class(m)  # unknown names fail before any work
+        split_overrides(self.methods, self.overrides)
+        load_dataset(self.dataset)  # prepare once, so workers only read the cache
+        tasks = [(m, s) for m in self.methods for s in self.seeds]
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=self.jobs, mp_context=context) as pool:
+            threads = max(1, (os.cpu_count() or 1) // self.jobs)
+            futures = [pool.submit(_run_task, dataclasses.replace(self, methods=[m], seeds=[s], jobs=1, quiet=True),
+                                   threads) for m, s in tasks]
+            return [f.result() for f in futures]
+
+    def _execute_serial(self) -> list[RunOutcome]:
         device = resolve_device(self.device)
         classes = {m: _method_class(m) for m in self.methods}  # unknown names fail before any work
         per_method = split_overrides(self.methods, self.overrides)

@@ -79,7 +79,8 @@ class Trainer:
         n = len(examples[0])
         if n == 0:
             raise SidbenchError(f"{self.stage}: no training examples (the training sequences are too short)")
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                      fused=device.type == "cuda")
         steps_per_epoch = math.ceil(n / cfg.batch_size)
         total = steps_per_epoch * cfg.epochs
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: self._lr_factor(s, total))

@@ -4,8 +4,8 @@ Two losses, chosen by ``loss`` and recorded with the result: ``ce`` (softmax
 over all items, the strong variant) and ``bce`` (one sampled negative per
 target, the paper). ``sasrec-star`` (SASRec* in ReSID's tables) adds the
 embeddings of the item's structured fields to its ID embedding, at the input
-and at the output. Every prefix of a training sequence is an example; the
-prediction is read at the last position.
+and at the output. Training reads windows of the training sequences with a
+next-item loss at every position: each prefix example once, in one causal pass.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class SASRecConfig(TrainConfig):
     item_fields: bool = False  # SASRec*: add structured-field embeddings to the ID embedding
 
 
-SMOKE = {"d_model": 32, "n_layers": 1, "d_ff": 64, "epochs": 8, "batch_size": 512, "lr": 3e-3,
+SMOKE = {"d_model": 32, "n_layers": 1, "d_ff": 64, "epochs": 10, "batch_size": 64, "lr": 3e-3,
          "patience": 3, "dropout": 0.2, "attn_dropout": 0.2}
 
 
@@ -85,23 +85,26 @@ class SASRec(Method):
         return self
 
     def finetune(self, split: Split, ctx: FitContext) -> None:
-        histories, targets, _ = split.train_examples()
+        windows = split.train_windows(split.protocol.history_len)
         Trainer(self.config, ctx, "train").fit(
-            self.model_, (torch.from_numpy(histories), torch.from_numpy(targets)), self.loss,
-            validate=lambda: ctx.valid.evaluate(self).means,
+            self.model_, (torch.from_numpy(windows),), self.loss, validate=lambda: ctx.valid.evaluate(self).means,
         )
 
     def loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        histories, targets = batch
+        """Next-item loss at every position of a batch of windows (each position is one prefix example)."""
+        (windows,) = batch
         model = self.model_
+        inputs, targets = windows[:, :-1], windows[:, 1:]
         table = model.items.table()
-        last = model.hidden(histories, table)[:, -1]
+        real = inputs != model.n_items  # a position with an item has a next item to predict
+        hidden = model.hidden(inputs, table)[real]
+        targets = targets[real]
         if self.config.loss == "ce":
-            return F.cross_entropy(last @ table[: model.n_items].T, targets)
+            return F.cross_entropy(hidden @ table[: model.n_items].T, targets)
         negatives = torch.randint(0, model.n_items - 1, targets.shape, device=targets.device)
         negatives = negatives + (negatives >= targets).long()  # uniform over items other than the target
-        pos = (last * table[targets]).sum(-1)
-        neg = (last * table[negatives]).sum(-1)
+        pos = (hidden * table[targets]).sum(-1)
+        neg = (hidden * table[negatives]).sum(-1)
         return (F.softplus(-pos) + F.softplus(neg)).mean()
 
     @torch.no_grad()

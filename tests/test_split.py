@@ -57,3 +57,20 @@ def test_item_counts_use_training_items_only():
     counts = split.item_counts()
     assert counts.sum() == 5 + 1
     assert counts[split.valid_targets].sum() == 0 and counts[split.test_targets].sum() == 0
+
+
+def test_windows_hold_every_prefix_target_exactly_once():
+    raw = RawData(sequences={"a": [str(i) for i in range(1, 30)], "b": ["1", "5", "9", "2"]}, items={})
+    split = Split(build_dataset("toy", raw, {"fields": []}), Protocol(history_len=5))
+    _, targets, _ = split.train_examples()
+    windows = split.train_windows(5)
+    inputs, outputs = windows[:, :-1], windows[:, 1:]
+    window_targets = outputs[inputs != split.pad]
+    assert sorted(window_targets.tolist()) == sorted(targets.tolist())
+    # each window is a contiguous run of a training sequence
+    a = split.train_seqs[0].tolist()
+    for row in windows:
+        items = [x for x in row.tolist() if x != split.pad]
+        if items[0] in a and len(items) > 2:
+            start = a.index(items[0])
+            assert a[start:start + len(items)] == items
