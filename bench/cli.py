@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("list", help="list methods, tokenizers, encoders and datasets")
 
+    summary = sub.add_parser("summarize", help="markdown table of the results under a runs folder")
+    summary.add_argument("runs", type=Path)
+    summary.add_argument("--out", type=Path, help="write the markdown here instead of printing it")
+
     data = sub.add_parser("data", help="prepare or describe datasets")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     prep = data_sub.add_parser("prepare", help="fetch, verify and process a dataset; print its statistics")
@@ -130,6 +134,20 @@ def format_table(outcomes: list, metrics: tuple[str, ...] = ("recall@5", "ndcg@5
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in lines)
 
 
+def cmd_summarize(args: argparse.Namespace) -> int:
+    from bench.summary import summarize
+
+    if not args.runs.is_dir():
+        raise ConfigError(f"expected a folder of runs, found no folder at {args.runs}")
+    text = summarize(args.runs)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+    else:
+        print(text)
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.runner import BenchmarkRun
 
@@ -151,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    handlers = {"run": cmd_run, "list": cmd_list, "data": cmd_data}
+    handlers = {"run": cmd_run, "list": cmd_list, "data": cmd_data, "summarize": cmd_summarize}
     try:
         return handlers[args.command](args)
     except SidbenchError as exc:

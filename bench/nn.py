@@ -46,10 +46,13 @@ class SequenceEncoder(nn.Module):
     """A stack of ``Block``s over item vectors plus learned positions; causal or bidirectional."""
 
     def __init__(self, d_model: int, n_layers: int, n_heads: int, d_ff: int, max_len: int,
-                 dropout: float, attn_dropout: float | None = None, causal: bool = True):
+                 dropout: float, attn_dropout: float | None = None, causal: bool = True,
+                 init_std: float | None = None):
         super().__init__()
         self.causal = causal
         self.pos = nn.Embedding(max_len, d_model)
+        if init_std:
+            nn.init.normal_(self.pos.weight, std=init_std)
         self.drop = nn.Dropout(dropout)
         attn_dropout = dropout if attn_dropout is None else attn_dropout
         self.blocks = nn.ModuleList(Block(d_model, n_heads, d_ff, dropout, attn_dropout) for _ in range(n_layers))
@@ -83,12 +86,13 @@ class ItemEmbedding(nn.Module):
 
     def __init__(self, n_items: int, d_model: int, n_special: int = 1,
                  fields: dict[str, np.ndarray] | None = None, bags: dict[str, np.ndarray] | None = None,
-                 vocab_sizes: dict[str, int] | None = None, use_id: bool = True):
+                 vocab_sizes: dict[str, int] | None = None, use_id: bool = True, init_std: float | None = None):
         super().__init__()
         self.n_items = n_items
         self.use_id = use_id
         self.ids = nn.Embedding(n_items + n_special, d_model)
-        nn.init.normal_(self.ids.weight, std=d_model ** -0.5)
+        init_std = init_std or d_model ** -0.5
+        nn.init.normal_(self.ids.weight, std=init_std)
         self.field_names = sorted(fields or {})
         self.bag_names = sorted(bags or {})
         vocab_sizes = vocab_sizes or {}
@@ -96,7 +100,7 @@ class ItemEmbedding(nn.Module):
             {f: nn.Embedding(vocab_sizes[f] + 1, d_model) for f in self.field_names + self.bag_names}
         )
         for table in self.field_tables.values():
-            nn.init.normal_(table.weight, std=d_model ** -0.5)
+            nn.init.normal_(table.weight, std=init_std)
         for f in self.field_names:
             self.register_buffer(f"field_{f}", torch.as_tensor(np.asarray(fields[f]), dtype=torch.long), persistent=False)
         for f in self.bag_names:

@@ -201,7 +201,7 @@ class BenchmarkRun:
             "timings": ctx.timings,
             "extra": ctx.extra,
         }
-        per_user = {**test.per_user, "user": np.arange(split.n_users)}
+        per_user = {**{k: v.astype(np.float32) for k, v in test.per_user.items()}, "user": np.arange(split.n_users)}
         records.write_result(folder, record, per_user)
         return RunOutcome(method, seed, folder, record)
 

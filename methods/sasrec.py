@@ -34,6 +34,7 @@ class SASRecConfig(TrainConfig):
     attn_dropout: float = 0.5
     loss: str = "ce"  # "ce": softmax over all items; "bce": one sampled negative (the paper)
     item_fields: bool = False  # SASRec*: add structured-field embeddings to the ID embedding
+    init_std: float = 0.02  # std of item/position embedding init (0: items d^-0.5, positions N(0, 1))
 
 
 SMOKE = {"d_model": 32, "n_layers": 1, "d_ff": 64, "epochs": 10, "batch_size": 64, "lr": 3e-3,
@@ -51,11 +52,11 @@ class SASRecModel(nn.Module):
         self.n_items = split.n_items
         self.items = ItemEmbedding(
             split.n_items, cfg.d_model, n_special=n_special, fields=fields, bags=bags,
-            vocab_sizes={k: len(v) - 1 for k, v in ds.vocabs.items()},
+            vocab_sizes={k: len(v) - 1 for k, v in ds.vocabs.items()}, init_std=cfg.init_std,
         )
         self.encoder = SequenceEncoder(
             cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.d_ff, split.protocol.history_len + extra_len,
-            cfg.dropout, cfg.attn_dropout, causal=causal,
+            cfg.dropout, cfg.attn_dropout, causal=causal, init_std=cfg.init_std,
         )
 
     def hidden(self, histories: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
@@ -115,6 +116,8 @@ class SASRec(Method):
 @dataclass
 class SASRecBCEConfig(SASRecConfig):
     loss: str = "bce"
+    lr: float = 3e-3  # one negative per target learns slowly: a larger step and more patience (Beauty sweep)
+    patience: int = 25
 
 
 class SASRecBCE(SASRec):
