@@ -119,14 +119,19 @@ class BenchmarkRun:
         """Small models leave a GPU mostly idle: run (method, seed) pairs side by side in processes."""
         for m in self.methods:
             _method_class(m)  # unknown names fail before any work
-        split_overrides(self.methods, self.overrides)
+        per_method = split_overrides(self.methods, self.overrides)
         load_dataset(self.dataset)  # prepare once, so workers only read the cache
         tasks = [(m, s) for m in self.methods for s in self.seeds]
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=self.jobs, mp_context=context) as pool:
             threads = max(1, (os.cpu_count() or 1) // self.jobs)
-            futures = [pool.submit(_run_task, dataclasses.replace(self, methods=[m], seeds=[s], jobs=1, quiet=True),
-                                   threads) for m, s in tasks]
+            futures = [
+                pool.submit(_run_task, dataclasses.replace(
+                    self, methods=[m], seeds=[s], jobs=1, quiet=True,
+                    overrides={f"{m}.{k}": v for k, v in per_method[m].items()},
+                ), threads)
+                for m, s in tasks
+            ]
             return [f.result() for f in futures]
 
     def _execute_serial(self) -> list[RunOutcome]:

@@ -87,3 +87,13 @@ def test_data_prepare_prints_statistics(capsys):
     assert main(["data", "prepare", "synthetic"]) == 0
     out = capsys.readouterr().out
     assert "users" in out and "interactions" in out
+
+
+def test_parallel_jobs_give_each_method_its_own_options(tmp_path):
+    code = main(["run", "--methods", "pop,sasrec", "--dataset", "synthetic", "--budget", "smoke", "--jobs", "2",
+                 "--set", "sasrec.epochs=1", "--quiet", "--out", str(tmp_path)])
+    assert code == 0
+    record = json.loads((tmp_path / "synthetic" / "sasrec" / "seed0" / "result.json").read_text())
+    assert record["config"]["epochs"] == 1
+    assert "--set sasrec.epochs=1" in record["rerun"]
+    assert (tmp_path / "synthetic" / "pop" / "seed0" / "result.json").is_file()
