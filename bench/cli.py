@@ -127,7 +127,7 @@ def format_table(outcomes: list, metrics: tuple[str, ...] = ("recall@5", "ndcg@5
         cells = [method, str(len(runs))]
         for m in metrics:
             values = np.array([r[m] for r in runs])
-            cells.append(f"{values.mean():.4f}" + (f"±{values.std():.4f}" if len(values) > 1 else ""))
+            cells.append(f"{values.mean():.4f}" + (f"±{values.std(ddof=1):.4f}" if len(values) > 1 else ""))
         cells.append(f"{np.mean(fit):.1f}")
         lines.append(cells)
     widths = [max(len(row[i]) for row in lines) for i in range(len(header))]

@@ -82,6 +82,16 @@ def _coerce(value: Any, default: Any, name: str) -> Any:
     return value
 
 
+SMALL_DATASET_USERS = 5000  # below this, budget "default" means the method's "small" budget if it has one
+
+
+def resolve_budget(method_cls: type, budget: str, n_users: int | None) -> str:
+    """``default`` on a small dataset becomes ``small`` where the method defines it (fewer, cheaper epochs)."""
+    if budget == "default" and n_users is not None and n_users < SMALL_DATASET_USERS and "small" in method_cls.budgets:
+        return "small"
+    return budget
+
+
 def build_config(method_cls: type, method_name: str, budget: str, overrides: dict[str, Any]) -> Any:
     """The method's config: defaults, then the named budget, then user overrides (checked by name)."""
     budgets = method_cls.budgets

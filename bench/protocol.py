@@ -113,19 +113,24 @@ class Split:
             np.array(users, dtype=np.int64),
         )
 
-    def train_windows(self, length: int) -> np.ndarray:
+    def train_windows(self, length: int, min_items: int = 2) -> np.ndarray:
         """Training sequences cut into windows of ``length + 1`` items, left-padded with ``pad``.
 
         Read with a causal model (inputs ``w[:, :-1]``, targets ``w[:, 1:]``), the
         windows hold every prefix example of ``train_examples`` exactly once: the
         last window ends at the last training item, earlier ones step back by
-        ``length`` items.
+        ``length`` items. ``min_items=1`` keeps one-item sequences too (a cloze
+        task can mask their single item).
         """
         windows = []
         for seq in self.train_seqs:
+            if len(seq) < min_items:
+                continue
             end = len(seq)
-            while end > 1:
+            while True:
                 windows.append(seq[max(0, end - length - 1):end])
+                if end <= length + 1:
+                    break
                 end -= length
         return left_pad(windows, length + 1, self.pad)
 

@@ -99,15 +99,17 @@ def write_failure(folder: Path, record: dict[str, Any]) -> None:
 
 
 def git_commit() -> dict[str, Any]:
+    """The checkout's commit; where git cannot tell (a copied tree), ``SIDBENCH_GIT_COMMIT`` if set."""
+    fallback = {"commit": os.environ.get("SIDBENCH_GIT_COMMIT"), "dirty": None}
     root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
                                capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
+        return fallback
     if commit.returncode != 0:
-        return {"commit": None, "dirty": None}
+        return fallback
     return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
 
 

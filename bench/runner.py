@@ -23,7 +23,7 @@ from bench import __version__, records, registry
 from bench.dataset import Dataset, load_dataset
 from bench.errors import ConfigError, SidbenchError
 from bench.evaluate import Evaluator
-from bench.method import FitContext, build_config
+from bench.method import FitContext, build_config, resolve_budget
 from bench.protocol import Protocol, Split
 
 log = logging.getLogger(__name__)
@@ -138,26 +138,27 @@ class BenchmarkRun:
         device = resolve_device(self.device)
         classes = {m: _method_class(m) for m in self.methods}  # unknown names fail before any work
         per_method = split_overrides(self.methods, self.overrides)
-        configs = {m: build_config(classes[m], m, self.budget, per_method[m]) for m in self.methods}
         start = time.perf_counter()
         dataset = load_dataset(self.dataset)
+        budgets = {m: resolve_budget(classes[m], self.budget, dataset.n_users) for m in self.methods}
+        configs = {m: build_config(classes[m], m, budgets[m], per_method[m]) for m in self.methods}
         protocol = Protocol.from_options(dataset.protocol_defaults, self.protocol_overrides)
         split = Split(dataset, protocol)
         prepare_s = round(time.perf_counter() - start, 3)
         outcomes = []
         for method in self.methods:
             for seed in self.seeds:
-                outcomes.append(self._run_one(method, classes[method], configs[method], per_method[method],
-                                              seed, dataset, split, device, prepare_s))
+                outcomes.append(self._run_one(method, classes[method], configs[method], budgets[method],
+                                              per_method[method], seed, dataset, split, device, prepare_s))
         return outcomes
 
-    def _run_one(self, method: str, cls: type, config: Any, overrides: dict[str, Any], seed: int,
+    def _run_one(self, method: str, cls: type, config: Any, budget: str, overrides: dict[str, Any], seed: int,
                  dataset: Dataset, split: Split, device: torch.device, prepare_s: float) -> RunOutcome:
         folder = records.run_dir(self.out, dataset.name, method, seed)
         spec = {
             "method": method,
             "method_class": f"{cls.__module__}:{cls.__qualname__}",
-            "budget": self.budget,
+            "budget": budget,
             "config": dataclasses.asdict(config),
             "dataset": {"name": dataset.name, "checksum": dataset.checksum},
             "protocol": split.protocol.to_dict(),

@@ -24,9 +24,9 @@ def load_references() -> list[dict[str, Any]]:
         return [{**row, "value": float(row["value"])} for row in csv.DictReader(fh)]
 
 
-def protocol_tag(protocol: dict[str, Any]) -> str:
-    """The references' protocol label of a run, e.g. ``loo-full-h20``."""
-    return f"loo-full-h{protocol['history_len']}" + ("-excl" if protocol.get("exclude_history") else "")
+def protocol_label(protocol: dict[str, Any]) -> str:
+    excluded = ", history items excluded" if protocol.get("exclude_history") else ""
+    return f"history {protocol['history_len']}{excluded}"
 
 
 def delta_percent(ours: float, published: float) -> float:
@@ -42,7 +42,7 @@ def summarize(runs: Path) -> str:
             failures.append(record)
             continue
         groups[(record["dataset"]["name"], record["method"])].append(record)
-    refs = {(r["dataset"], r["protocol"], r["method"], r["metric"]): r for r in load_references()}
+    refs = {(r["dataset"], r["method"], r["metric"]): r for r in load_references()}
     lines: list[str] = []
     for dataset in sorted({d for d, _ in groups}):
         lines += [f"### {dataset}", "",
@@ -56,16 +56,18 @@ def summarize(runs: Path) -> str:
             for metric in METRICS:
                 values = np.array([r["metrics"]["test"][metric] for r in recs])
                 cell = f"{values.mean():.4f}" + (f" ± {values.std(ddof=1):.4f}" if len(values) > 1 else "")
-                ref = refs.get((ds, protocol_tag(recs[0]["protocol"]), method, metric))
+                ref = refs.get((ds, method, metric))
                 if ref:
                     deltas.append(f"| {method} | {metric} | {values.mean():.4f} | {ref['value']:.4f} | "
-                                  f"{delta_percent(values.mean(), ref['value']):+.1f}% | {ref['source']} |")
+                                  f"{delta_percent(values.mean(), ref['value']):+.1f}% | "
+                                  f"{protocol_label(recs[0]['protocol'])} | {ref['source']}: {ref['protocol']} |")
                 cells.append(cell)
             fit = np.mean([r["timings"].get("fit", 0.0) for r in recs])
             best = ",".join(str(r.get("extra", {}).get("train", {}).get("best_epoch", "-")) for r in recs)
             lines.append(f"| {method} | {len(recs)} | " + " | ".join(cells) + f" | {fit:.1f} | {best} |")
         if deltas:
-            lines += ["", "| method | metric | ours | published | delta | source |", "|---|---|---|---|---|---|", *deltas]
+            lines += ["", "| method | metric | ours | published | delta | our protocol | published: source and protocol |",
+                      "|---|---|---|---|---|---|---|", *deltas]
         lines.append("")
     for record in failures:
         lines.append(f"- FAILED: {record['method']} seed {record['seed']} on {record['dataset']['name']}: {record['error']}")

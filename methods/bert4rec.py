@@ -24,7 +24,7 @@ from torch import nn
 
 from bench.errors import ConfigError
 from bench.method import FitContext, Method
-from bench.protocol import Split, left_pad
+from bench.protocol import Split
 from bench.registry import register
 from bench.train import TrainConfig, Trainer
 from methods.sasrec import SASRecModel
@@ -48,25 +48,8 @@ class BERT4RecConfig(TrainConfig):
     init_std: float = 0.0  # std of item/position embedding init; 0: SASRec's default
 
 
-SMOKE = {"d_model": 32, "n_layers": 1, "d_ff": 64, "dropout": 0.1, "attn_dropout": 0.1, "epochs": 40,
-         "patience": 5, "batch_size": 128, "lr": 3e-3, "mask_prob": 0.4, "last_mask_prob": 0.2}
-
-
-def cloze_windows(split: Split, length: int) -> np.ndarray:
-    """Windows of ``length + 1`` items [W, length + 1], left-padded: each sequence's last, then older ones.
-
-    Window ends step back by ``length`` (consecutive windows share one item)
-    until a window reaches the start of the sequence.
-    """
-    windows = []
-    for seq in split.train_seqs:
-        end = len(seq)
-        while True:
-            windows.append(seq[max(0, end - length - 1):end])
-            if end - length - 1 <= 0:
-                break
-            end -= length
-    return left_pad(windows, length + 1, split.pad)
+SMOKE = {"d_model": 64, "n_layers": 1, "d_ff": 128, "dropout": 0.1, "attn_dropout": 0.1, "epochs": 40,
+         "patience": 5, "batch_size": 512, "lr": 1e-2, "mask_prob": 0.3, "last_mask_prob": 0.2}
 
 
 def cloze_mask(windows: torch.Tensor, pad: int, mask_token: int, mask_prob: float,
@@ -126,7 +109,7 @@ class BERT4Rec(Method):
         if not 0 <= cfg.last_mask_prob <= 1:
             raise ConfigError(f"last_mask_prob must be in [0, 1], found {cfg.last_mask_prob}")
         self.model_ = BERT4RecModel(split, cfg).to(ctx.device)
-        windows = cloze_windows(split, split.protocol.history_len)
+        windows = split.train_windows(split.protocol.history_len, min_items=1)
         ctx.extra["windows"] = len(windows)
         Trainer(cfg, ctx, "train").fit(
             self.model_, (torch.from_numpy(windows),), self.loss,

@@ -1,0 +1,21 @@
+"""The README's plugin example must really run."""
+
+import json
+import re
+from pathlib import Path
+
+from bench import registry
+from bench.cli import main
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_method_plugin_example_runs(tmp_path):
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    example = next(b for b in blocks if '@register("method", "last-item")' in b)
+    exec(compile(example, "README.md", "exec"), {})
+    assert registry.get("method", "last-item").__name__ == "LastItem"
+    assert main(["run", "--methods", "pop,last-item", "--dataset", "synthetic", "--quiet", "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "synthetic" / "last-item" / "seed0" / "result.json").read_text())
+    assert record["config"] == {"boost": 1.0}
+    assert 0 <= record["metrics"]["test"]["ndcg@10"] <= 1
