@@ -20,5 +20,10 @@ case "${1:-}" in
   C) $RUN --methods sasrec,sasrec-star --seeds 0,1,2 --jobs 6 --out "$OUT/loo-full" &
      $RUN --methods sasrec,sasrec-star --jobs 2 $EXCL &
      wait ;;
-  *) echo "usage: $0 A|B|C" >&2; exit 2 ;;
+  D) for m in sasrec-bce bert4rec s3rec; do
+       $RUN --methods $m $( [ $m = bert4rec ] && echo "$B4R" ) --seeds 0 --out "$OUT/timing-alone"
+     done ;;
+  *) echo "usage: $0 A|B|C|D" >&2; exit 2 ;;
 esac
+# Part D: one run at a time (no GPU sharing), to time sasrec-bce, bert4rec and s3rec alone:
+#   bash reports/beauty/run_id_baselines.sh D
