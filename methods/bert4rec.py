@@ -26,26 +26,20 @@ from bench.errors import ConfigError
 from bench.method import FitContext, Method
 from bench.protocol import Split
 from bench.registry import register
-from bench.train import TrainConfig, Trainer
-from methods.sasrec import SASRecModel
+from bench.train import Trainer
+from methods.sasrec import SASRecModel, SequenceModelConfig
 
 IGNORE = -100  # label of unmasked positions (F.cross_entropy's ignore_index)
 
 
 @dataclass
-class BERT4RecConfig(TrainConfig):
+class BERT4RecConfig(SequenceModelConfig):
     epochs: int = 400  # the cloze task needs long training
     patience: int = 20
-    d_model: int = 64
-    n_layers: int = 2
-    n_heads: int = 2
-    d_ff: int = 256
-    dropout: float = 0.5
     attn_dropout: float = 0.2
+    init_std: float = 0.0  # items d^-0.5, positions N(0, 1): the setting BERT4Rec was measured with
     mask_prob: float = 0.6  # official setting for Beauty
     last_mask_prob: float = 0.1  # share of windows where only the last item is masked (the test-time task)
-    item_fields: bool = False  # add structured-field embeddings to the ID embedding (as SASRec*)
-    init_std: float = 0.0  # std of item/position embedding init; 0: SASRec's default
 
 
 SMOKE = {"d_model": 64, "n_layers": 1, "d_ff": 128, "dropout": 0.1, "attn_dropout": 0.1, "epochs": 40,

@@ -25,16 +25,22 @@ from bench.train import TrainConfig, Trainer
 
 
 @dataclass
-class SASRecConfig(TrainConfig):
+class SequenceModelConfig(TrainConfig):
+    """The encoder options every model built on ``SASRecModel`` shares (SASRec, BERT4Rec, S3-Rec)."""
+
     d_model: int = 64
     n_layers: int = 2
     n_heads: int = 2
     d_ff: int = 256
     dropout: float = 0.5
     attn_dropout: float = 0.5
-    loss: str = "ce"  # "ce": softmax over all items; "bce": one sampled negative (the paper)
     item_fields: bool = False  # SASRec*: add structured-field embeddings to the ID embedding
     init_std: float = 0.02  # std of item/position embedding init (0: items d^-0.5, positions N(0, 1))
+
+
+@dataclass
+class SASRecConfig(SequenceModelConfig):
+    loss: str = "ce"  # "ce": softmax over all items; "bce": one sampled negative (the paper)
 
 
 SMOKE = {"d_model": 32, "n_layers": 1, "d_ff": 64, "epochs": 10, "batch_size": 64, "lr": 3e-3,
@@ -46,7 +52,7 @@ SMALL = {"batch_size": 64, "lr": 3e-3, "patience": 5}
 
 
 class SASRecModel(nn.Module):
-    def __init__(self, split: Split, cfg: SASRecConfig, causal: bool = True, extra_len: int = 0, n_special: int = 1):
+    def __init__(self, split: Split, cfg: SequenceModelConfig, causal: bool = True, extra_len: int = 0, n_special: int = 1):
         super().__init__()
         ds = split.dataset
         fields = dict(ds.fields) if cfg.item_fields else None
