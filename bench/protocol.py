@@ -21,7 +21,9 @@ from bench.errors import ConfigError
 @dataclass(frozen=True)
 class Protocol:
     history_len: int = 20
-    exclude_history: bool = False  # the papers rank against all items, history included
+    # True: the items of the history the model reads (the last history_len) are not ranked, the
+    # target excepted. False (the papers' description): every item is ranked.
+    exclude_history: bool = False
     ks: tuple[int, ...] = (5, 10, 20)
     select_metric: str = "ndcg@10"  # validation metric that picks the checkpoint
     ties: str = "expected"  # metrics are their expectation under random tie-breaking
