@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 import multiprocessing
 import os
@@ -62,9 +63,12 @@ def split_overrides(methods: list[str], overrides: dict[str, Any]) -> dict[str, 
                 raise ConfigError(f"option {key!r} names method {target!r}, which is not in this run ({', '.join(methods)})")
             per_method[target][option] = value
             continue
-        takers = [m for m in methods if option in {f.name for f in dataclasses.fields(_method_class(m).Config)}]
+        options = {m: {f.name for f in dataclasses.fields(_method_class(m).Config)} for m in methods}
+        takers = [m for m in methods if option in options[m]]
         if not takers:
-            raise ConfigError(f"no method in this run ({', '.join(methods)}) has an option {option!r}")
+            close = difflib.get_close_matches(option, sorted(set().union(*options.values())), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"no method in this run ({', '.join(methods)}) has an option {option!r}.{hint}")
         for m in takers:
             per_method[m][option] = value
     return per_method
