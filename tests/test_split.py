@@ -1,4 +1,3 @@
-import numpy as np
 
 from bench.dataset import RawData, build_dataset
 from bench.protocol import Protocol, Split

@@ -23,7 +23,10 @@ case "${1:-}" in
   D) for m in sasrec-bce bert4rec s3rec; do
        $RUN --methods $m $( [ $m = bert4rec ] && echo "$B4R" ) --seeds 0 --out "$OUT/timing-alone"
      done ;;
-  *) echo "usage: $0 A|B|C|D" >&2; exit 2 ;;
+  E) # S3-Rec's own protocol: history 50 and the history excluded from the ranking
+     $RUN --methods sasrec-bce,s3rec --seeds 0 --jobs 2 --protocol history_len=50 \
+          --protocol exclude_history=true --out "$OUT/s3rec-protocol-h50-exclude-history" ;;
+  *) echo "usage: $0 A|B|C|D|E" >&2; exit 2 ;;
 esac
-# Part D: one run at a time (no GPU sharing), to time sasrec-bce, bert4rec and s3rec alone:
-#   bash reports/beauty/run_id_baselines.sh D
+# Part D: one run at a time (no GPU sharing), to time sasrec-bce, bert4rec and s3rec alone.
+# Part E: sasrec-bce and s3rec under S3-Rec's own protocol (history 50, history excluded).
