@@ -7,7 +7,6 @@ import difflib
 import logging
 import multiprocessing
 import os
-import random
 import shlex
 import sys
 import time
@@ -24,7 +23,7 @@ from bench import __version__, records, registry
 from bench.dataset import Dataset, load_dataset
 from bench.errors import ConfigError, SidbenchError
 from bench.evaluate import Evaluator
-from bench.method import FitContext, build_config, resolve_budget
+from bench.method import FitContext, build_config, resolve_budget, seed_everything
 from bench.protocol import Protocol, Split
 
 log = logging.getLogger(__name__)
@@ -44,13 +43,6 @@ def device_description(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
     return f"cpu: {torch.get_num_threads()} threads"
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.cuda.manual_seed_all(seed)
 
 
 def split_overrides(methods: list[str], overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:

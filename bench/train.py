@@ -6,17 +6,15 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import random
 import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
 from bench.errors import ConfigError, SidbenchError
-from bench.method import FitContext
+from bench.method import FitContext, seed_everything
 from bench.progress import progress
 
 log = logging.getLogger(__name__)
@@ -34,14 +32,6 @@ class TrainConfig:
     warmup_steps: int = 0
     patience: int = 10  # epochs without a better validation score before stopping
     grad_clip: float = 1.0
-
-
-def seed_stage(seed: int) -> None:
-    """Seed python, numpy and torch at the start of a training stage, so stages are reproducible alone."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.cuda.manual_seed_all(seed)
 
 
 class Trainer:
@@ -73,7 +63,7 @@ class Trainer:
         """Run epochs over shuffled batches of ``examples``; with ``validate``, keep the best epoch by ``select``."""
         cfg, ctx = self.cfg, self.ctx
         device = ctx.device
-        seed_stage(ctx.seed)
+        seed_everything(ctx.seed)  # each training stage is reproducible on its own
         model.to(device)
         examples = [t.to(device) for t in examples]
         n = len(examples[0])

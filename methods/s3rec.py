@@ -186,8 +186,7 @@ class S3Rec(SASRecBCE):
     def fit(self, split: Split, ctx: FitContext) -> "S3Rec":
         """Build SASRec's model, pre-train it (unless ``pretrain_epochs=0``), then fine-tune as SASRec-BCE."""
         cfg = self.config
-        if cfg.loss not in ("ce", "bce"):
-            raise ConfigError(f"loss must be 'ce' or 'bce', found {cfg.loss!r}")
+        self.check_config()
         if cfg.pretrain_epochs < 0 or not 0 <= cfg.mask_ratio < 1:
             raise ConfigError(f"need pretrain_epochs >= 0 and 0 <= mask_ratio < 1, "
                               f"found {cfg.pretrain_epochs} and {cfg.mask_ratio}")

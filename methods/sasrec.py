@@ -88,9 +88,12 @@ class SASRec(Method):
     def build(self, split: Split) -> SASRecModel:
         return SASRecModel(split, self.config)
 
-    def fit(self, split: Split, ctx: FitContext) -> "SASRec":
+    def check_config(self) -> None:
         if self.config.loss not in ("ce", "bce"):
             raise ConfigError(f"loss must be 'ce' or 'bce', found {self.config.loss!r}")
+
+    def fit(self, split: Split, ctx: FitContext) -> "SASRec":
+        self.check_config()
         self.model_ = self.build(split).to(ctx.device)
         self.finetune(split, ctx)
         return self
