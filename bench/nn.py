@@ -1,7 +1,8 @@
-"""Shared neural building blocks: one Transformer block, one sequence encoder, one item-field embedding.
+"""Shared neural building blocks: one Transformer block (and its decoder variant), one sequence encoder,
+one item-field embedding.
 
 Every sequential model (SASRec, BERT4Rec, S3-Rec, FAMAE, the SID generator's
-encoder) uses these, so a fix or a speed-up lands everywhere at once.
+encoder and decoder) uses these, so a fix or a speed-up lands everywhere at once.
 """
 
 from __future__ import annotations
@@ -14,31 +15,108 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class Block(nn.Module):
-    """Pre-norm Transformer block: self-attention (SDPA) and a GELU feed-forward, with residuals."""
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n_heads: int, allowed: torch.Tensor | None = None,
+           causal: bool = False, dropout: float = 0.0) -> torch.Tensor:
+    """Multi-head SDPA on packed heads: ``q`` [B, Lq, h*dh], ``k``/``v`` [B, Lk, h*dh] -> [B, Lq, h*dh].
 
-    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, attn_dropout: float):
-        super().__init__()
+    ``allowed`` is a boolean mask broadcastable to [B, h, Lq, Lk] (True: may attend);
+    ``causal`` lets query i see keys up to i instead.
+    """
+    b, lq, inner = q.shape
+    lk, d_head = k.shape[1], inner // n_heads
+    out = F.scaled_dot_product_attention(
+        q.view(b, lq, n_heads, d_head).transpose(1, 2),
+        k.view(b, lk, n_heads, d_head).transpose(1, 2),
+        v.view(b, lk, n_heads, d_head).transpose(1, 2),
+        attn_mask=allowed, dropout_p=dropout, is_causal=causal,
+    )
+    return out.transpose(1, 2).reshape(b, lq, inner)
+
+
+def feed_forward(d_model: int, d_ff: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_model, d_ff), nn.GELU(), nn.Linear(d_ff, d_model))
+
+
+def attention_size(d_model: int, n_heads: int, d_head: int | None) -> int:
+    """Attention's inner size ``n_heads * d_head``; ``d_head`` defaults to ``d_model // n_heads``."""
+    if d_head is None:
         if d_model % n_heads:
-            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads}), or give d_head")
+        return d_model
+    if d_head < 1:
+        raise ValueError(f"d_head must be >= 1, found {d_head}")
+    return n_heads * d_head
+
+
+class Block(nn.Module):
+    """Pre-norm Transformer block: self-attention (SDPA) and a GELU feed-forward, with residuals.
+
+    ``d_head`` sets the per-head size when the attention's inner size ``n_heads * d_head``
+    should differ from ``d_model`` (T5/TIGER: 6 heads of 64 with d_model 128).
+    """
+
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, attn_dropout: float,
+                 d_head: int | None = None):
+        super().__init__()
+        self.inner = attention_size(d_model, n_heads, d_head)
         self.n_heads = n_heads
         self.attn_dropout = attn_dropout
         self.norm1 = nn.LayerNorm(d_model)
-        self.qkv = nn.Linear(d_model, 3 * d_model)
-        self.proj = nn.Linear(d_model, d_model)
+        self.qkv = nn.Linear(d_model, 3 * self.inner)
+        self.proj = nn.Linear(self.inner, d_model)
         self.norm2 = nn.LayerNorm(d_model)
-        self.ff = nn.Sequential(nn.Linear(d_model, d_ff), nn.GELU(), nn.Linear(d_ff, d_model))
+        self.ff = feed_forward(d_model, d_ff)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         """``x`` [B, L, d]; ``allowed`` [B, 1, L, L] boolean: query i may attend to key j."""
-        b, length, d = x.shape
-        q, k, v = self.qkv(self.norm1(x)).view(b, length, 3, self.n_heads, d // self.n_heads).unbind(2)
-        attn = F.scaled_dot_product_attention(
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=allowed,
-            dropout_p=self.attn_dropout if self.training else 0.0,
-        )
-        x = x + self.drop(self.proj(attn.transpose(1, 2).reshape(b, length, d)))
+        q, k, v = self.qkv(self.norm1(x)).split(self.inner, dim=-1)
+        attn = attend(q, k, v, self.n_heads, allowed, dropout=self.attn_dropout if self.training else 0.0)
+        x = x + self.drop(self.proj(attn))
+        return x + self.drop(self.ff(self.norm2(x)))
+
+
+class DecoderBlock(nn.Module):
+    """Pre-norm decoder block: causal self-attention, cross-attention to encoder states, GELU feed-forward.
+
+    Cross-attention reads ``group`` consecutive decoder rows per encoder row, so
+    beam search can decode ``beam`` hypotheses per user against one copy of the
+    encoder states (the beams' queries are simply stacked along the query axis).
+    """
+
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, attn_dropout: float,
+                 d_head: int | None = None):
+        super().__init__()
+        self.inner = attention_size(d_model, n_heads, d_head)
+        self.n_heads = n_heads
+        self.attn_dropout = attn_dropout
+        self.norm1 = nn.LayerNorm(d_model)
+        self.qkv = nn.Linear(d_model, 3 * self.inner)
+        self.proj = nn.Linear(self.inner, d_model)
+        self.norm_cross = nn.LayerNorm(d_model)
+        self.cross_q = nn.Linear(d_model, self.inner)
+        self.cross_kv = nn.Linear(d_model, 2 * self.inner)
+        self.cross_proj = nn.Linear(self.inner, d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.ff = feed_forward(d_model, d_ff)
+        self.drop = nn.Dropout(dropout)
+
+    def memory_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-attention keys and values [B, S, inner] of encoder states ``memory`` [B, S, d]."""
+        k, v = self.cross_kv(memory).split(self.inner, dim=-1)
+        return k, v
+
+    def forward(self, x: torch.Tensor, memory_kv: tuple[torch.Tensor, torch.Tensor],
+                memory_allowed: torch.Tensor, group: int = 1) -> torch.Tensor:
+        """``x`` [B*group, T, d]; ``memory_kv`` from ``memory_kv`` ([B, S, inner] each);
+        ``memory_allowed`` [B, 1, 1, S] boolean (False: padding)."""
+        n, t, _ = x.shape
+        dropout = self.attn_dropout if self.training else 0.0
+        q, k, v = self.qkv(self.norm1(x)).split(self.inner, dim=-1)
+        x = x + self.drop(self.proj(attend(q, k, v, self.n_heads, causal=True, dropout=dropout)))
+        q = self.cross_q(self.norm_cross(x)).reshape(n // group, group * t, self.inner)
+        attn = attend(q, *memory_kv, self.n_heads, memory_allowed, dropout=dropout)
+        x = x + self.drop(self.cross_proj(attn.reshape(n, t, self.inner)))
         return x + self.drop(self.ff(self.norm2(x)))
 
 
@@ -47,7 +125,7 @@ class SequenceEncoder(nn.Module):
 
     def __init__(self, d_model: int, n_layers: int, n_heads: int, d_ff: int, max_len: int,
                  dropout: float, attn_dropout: float | None = None, causal: bool = True,
-                 init_std: float | None = None):
+                 init_std: float | None = None, d_head: int | None = None):
         super().__init__()
         self.causal = causal
         self.pos = nn.Embedding(max_len, d_model)
@@ -55,7 +133,9 @@ class SequenceEncoder(nn.Module):
             nn.init.normal_(self.pos.weight, std=init_std)
         self.drop = nn.Dropout(dropout)
         attn_dropout = dropout if attn_dropout is None else attn_dropout
-        self.blocks = nn.ModuleList(Block(d_model, n_heads, d_ff, dropout, attn_dropout) for _ in range(n_layers))
+        self.blocks = nn.ModuleList(
+            Block(d_model, n_heads, d_ff, dropout, attn_dropout, d_head) for _ in range(n_layers)
+        )
         self.norm = nn.LayerNorm(d_model)
 
     def attention_mask(self, is_pad: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,5 @@
 """One trainer for every neural method: AdamW, warm-up + constant or cosine schedule, bf16 autocast on
-CUDA, validation after each epoch, early stopping with patience and best-checkpoint restore."""
+CUDA, validation after every ``eval_every`` epochs, early stopping with patience and best-checkpoint restore."""
 
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     schedule: str = "constant"  # "constant" or "cosine" (after warm-up)
     warmup_steps: int = 0
-    patience: int = 10  # epochs without a better validation score before stopping
+    patience: int = 10  # validations without a better score before stopping
+    eval_every: int = 1  # validate every this many epochs, and after the last one
     grad_clip: float = 1.0
 
 
@@ -40,6 +41,8 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, ctx: FitContext, stage: str = "train"):
         if cfg.schedule not in ("constant", "cosine"):
             raise ConfigError(f"schedule must be 'constant' or 'cosine', found {cfg.schedule!r}")
+        if cfg.eval_every < 1:
+            raise ConfigError(f"eval_every must be >= 1, found {cfg.eval_every}")
         self.cfg = cfg
         self.ctx = ctx
         self.stage = stage
@@ -100,7 +103,8 @@ class Trainer:
             train_seconds += time.perf_counter() - start
             point = {"stage": self.stage, "epoch": epoch, "loss": round(mean_loss, 5),
                      "train_seconds": round(time.perf_counter() - start, 3)}
-            if validate is not None:
+            validating = validate is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch == cfg.epochs - 1)
+            if validating:
                 model.eval()
                 with torch.no_grad():
                     metrics = validate()
@@ -112,7 +116,7 @@ class Trainer:
                     stale += 1
             ctx.curve.append(point)
             log.debug("%s", point)
-            if validate is not None and stale >= cfg.patience:
+            if validating and stale >= cfg.patience:
                 break
         if best_state is not None:
             model.load_state_dict(best_state)
