@@ -60,9 +60,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("list", help="list methods, tokenizers, encoders and datasets")
 
+    diag = sub.add_parser("diagnose", help="fit a tokenizer on a dataset's item vectors and print SID diagnostics")
+    diag.add_argument("--tokenizer", required=True, help="tokenizer name (see `list`)")
+    diag.add_argument("--dataset", default="synthetic")
+    diag.add_argument("--encoder", default="text", help="item encoder (default: the dataset's text encoder)")
+    diag.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="tokenizer parameter (repeatable)")
+    diag.add_argument("--encoder-set", action="append", default=[], metavar="KEY=VALUE", help="encoder parameter")
+    diag.add_argument("--collisions", default="extra-level", choices=["extra-level", "hungarian"])
+    diag.add_argument("--seed", type=int, default=0)
+    diag.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    diag.add_argument("--json", type=Path, help="also write the diagnostics as JSON here")
+
     summary = sub.add_parser("summarize", help="markdown table of the results under a runs folder")
     summary.add_argument("runs", type=Path)
     summary.add_argument("--out", type=Path, help="write the markdown here instead of printing it")
+
+    report = sub.add_parser("report", help="HTML, LaTeX and CSV report (tables, tests, plots) of runs folders")
+    report.add_argument("runs", type=Path, nargs="+", help="folders of runs (as given to `run --out`)")
+    report.add_argument("--out", type=Path, required=True, help="report folder, e.g. reports/NAME/")
+    report.add_argument("--baseline", help="method to test the others against (default: each table's best ID method)")
 
     data = sub.add_parser("data", help="prepare or describe datasets")
     data_sub = data.add_subparsers(dest="data_command", required=True)
@@ -84,6 +100,61 @@ def cmd_list(args: argparse.Namespace) -> int:
         for entry in entries:
             print(f"  {entry.name.ljust(width)}  {entry.description}")
         print()
+    return 0
+
+
+def format_diagnostics(diagnostics: dict[str, Any], collisions: dict[str, Any] | None = None) -> str:
+    """SID diagnostics as a small text table: one row per level, then the collision facts."""
+    header = ["level", "size", "used", "usage", "entropy", "norm.entropy", "perplexity", "H(c_l|c_<l)"]
+    rows = [header] + [
+        [str(lv["level"]), str(lv["codebook_size"]), str(lv["codes_used"]), f"{lv['usage']:.3f}",
+         f"{lv['entropy_bits']:.3f}", f"{lv['normalized_entropy']:.3f}", f"{lv['perplexity']:.1f}",
+         f"{lv['conditional_entropy_bits']:.3f}"]
+        for lv in diagnostics["levels"]
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
+    scalars = {k: v for k, v in diagnostics.items() if k != "levels"}
+    lines += [f"{k:22s} {v}" for k, v in scalars.items()]
+    if collisions:
+        lines += [f"collisions: {collisions['method']}, {collisions['colliding_items_before']} colliding items, "
+                  f"{collisions['items_moved']} moved, {collisions['levels_added']} level(s) added -> "
+                  f"{collisions['n_levels']} levels {collisions['codebook_sizes']}"]
+    return "\n".join(lines)
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    import json
+
+    from bench.dataset import get_recipe, load_dataset
+    from bench.method import FitContext
+    from bench.protocol import Protocol, Split
+    from bench.records import _jsonable
+    from bench.runner import resolve_device
+    from bench.sid import encode_items, tokenize_items
+    from methods.sid import DEFAULT_TEXT_ENCODER, parse_options
+
+    device = resolve_device(args.device)
+    dataset = load_dataset(args.dataset)
+    split = Split(dataset, Protocol.from_options(dataset.protocol_defaults, {}))
+    encoder = args.encoder
+    if encoder == "text":
+        encoder = get_recipe(dataset.name).sid.get("text_encoder", DEFAULT_TEXT_ENCODER)
+    enc_params = parse_options(";".join(args.encoder_set), registry.get("encoder", encoder), f"encoder {encoder}")
+    tok_params = parse_options(";".join(args.set), registry.get("tokenizer", args.tokenizer), f"tokenizer {args.tokenizer}")
+    ctx = FitContext(device=device, seed=args.seed, valid=None)  # type: ignore[arg-type]
+    vectors, encoded = encode_items(encoder, enc_params, split, ctx)
+    if "seed" in registry.get("tokenizer", args.tokenizer).param_names():
+        tok_params.setdefault("seed", args.seed)
+    sids = tokenize_items(args.tokenizer, tok_params, vectors, encoded["cache_key"], split, str(device), args.collisions)
+    print(f"{args.tokenizer} on {dataset.name} ({encoder} vectors, {vectors.shape[1]}-d); fit "
+          f"{sids.info['fit_seconds']} s on {sids.info['device']}{' (cached)' if sids.info.get('cache_hit') else ''}")
+    print(format_diagnostics(sids.diagnostics, sids.collisions))
+    if args.json:
+        payload = {"dataset": dataset.name, "encoder": encoder, "tokenizer": args.tokenizer, "params": tok_params,
+                   "diagnostics": sids.diagnostics, "collisions": sids.collisions, "info": sids.info}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(payload, indent=2, sort_keys=True, default=_jsonable) + "\n")
     return 0
 
 
@@ -148,6 +219,13 @@ def cmd_summarize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from bench.report import build_report
+
+    print(f"report written to {build_report(args.runs, args.out, args.baseline)}")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.runner import BenchmarkRun
 
@@ -169,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    handlers = {"run": cmd_run, "list": cmd_list, "data": cmd_data, "summarize": cmd_summarize}
+    handlers = {"run": cmd_run, "list": cmd_list, "data": cmd_data, "summarize": cmd_summarize, "report": cmd_report,
+                "diagnose": cmd_diagnose}
     try:
         return handlers[args.command](args)
     except SidbenchError as exc:

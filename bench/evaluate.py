@@ -86,7 +86,7 @@ class Evaluator:
                 greater, equal = self._ranks_from_scores(model.score(hist, users), hist, target)
             else:
                 ranked = model.rank(hist, users, max(ks))
-                greater, equal = self._ranks_from_lists(ranked, target)
+                greater, equal = self._ranks_from_lists(ranked, hist, target)
                 invalid += int((ranked < 0).sum())
                 listed += ranked.numel()
             for name, values in metrics_from_ranks(greater, equal, ks).items():
@@ -116,9 +116,13 @@ class Evaluator:
         equal = (scores == target_score).sum(1) - 1
         return greater, equal
 
-    def _ranks_from_lists(self, ranked: torch.Tensor, target: torch.Tensor):
+    def _ranks_from_lists(self, ranked: torch.Tensor, hist: torch.Tensor, target: torch.Tensor):
         hit = ranked == target[:, None]
         found = hit.any(1)
-        position = hit.float().argmax(1)
+        if self.split.protocol.exclude_history:  # history items (the target excepted) leave the list
+            in_history = (ranked[:, :, None] == hist[:, None, :]).any(2) & ~hit & (ranked >= 0)
+            position = ((~in_history).long().cumsum(1) - 1).gather(1, hit.float().argmax(1, keepdim=True))[:, 0]
+        else:
+            position = hit.float().argmax(1)
         greater = torch.where(found, position, torch.full_like(position, self.split.n_items))
         return greater, torch.zeros_like(greater)

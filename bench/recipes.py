@@ -1,4 +1,4 @@
-"""Dataset recipes: TOML files naming source files, a reader, item fields and protocol defaults.
+"""Dataset recipes: TOML files naming source files, a reader, item fields, protocol and SID defaults.
 
 Built-in recipes live in the top-level ``datasets/`` folder of a checkout; a
 wheel ships the same files as ``bench/_recipes``. ``SIDBENCH_RECIPES`` adds
@@ -32,6 +32,7 @@ class Recipe:
     items: dict[str, Any] = field(default_factory=dict)  # item-field options for build_dataset
     protocol: dict[str, Any] = field(default_factory=dict)  # protocol defaults
     expected: dict[str, int] = field(default_factory=dict)  # statistics to check after processing
+    sid: dict[str, Any] = field(default_factory=dict)  # SID defaults, e.g. text_encoder
     path: str = ""
 
 
@@ -67,6 +68,7 @@ def _parse(path: Path) -> Recipe:
         items=raw.get("items", {}),
         protocol=raw.get("protocol", {}),
         expected=raw.get("expected", {}),
+        sid=raw.get("sid", {}),
         path=str(path),
     )
 

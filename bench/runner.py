@@ -77,6 +77,9 @@ def _run_task(run: "BenchmarkRun", threads: int) -> "RunOutcome":
 
 
 def _method_class(name: str) -> type:
+    if name.startswith("sid:"):  # an ad-hoc composition, e.g. sid:text-st+hkmeans
+        from methods.sid import composition
+        return composition(name)
     return registry.get("method", name)
 
 

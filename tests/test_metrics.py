@@ -99,3 +99,19 @@ def test_nan_scores_are_an_error_not_a_perfect_rank():
     split = tiny_split()
     with pytest.raises(Exception, match="NaN"):
         Evaluator(split, "test").evaluate(FixedScores([[float("nan")] * 4] * 2))
+
+
+class HistoryFirstLists:
+    def rank(self, histories, users, k):
+        lists = torch.full((len(users), k), -1)
+        lists[:, 0] = torch.tensor([0, 2])[users]  # u2: item index 2 is in its history
+        lists[:, 1] = torch.tensor([3, 1])[users]  # then each user's target
+        return lists
+
+
+def test_exclude_history_also_applies_to_ranked_lists():
+    plain = Evaluator(tiny_split(), "test").evaluate(HistoryFirstLists()).per_user
+    excluded = Evaluator(tiny_split(exclude_history=True), "test").evaluate(HistoryFirstLists()).per_user
+    assert plain["recall@1"].tolist() == [0.0, 0.0]
+    assert excluded["recall@1"][1] == 1.0  # the seen item left the list, the target moved up
+    assert excluded["recall@2"].tolist() == [1.0, 1.0]

@@ -1,0 +1,166 @@
+"""SID methods: an item encoder, a tokenizer and the shared generator, composed by name.
+
+Every SID method is the same pipeline with a different encoder and tokenizer:
+
+    vectors = encode_items(encoder)          # E, cached
+    sids    = tokenize_items(tokenizer)      # Q, cached, then the collision post-step
+    generator.fit(split, sids.codes)         # G, the shared T5-style model + trie beam search
+
+so only the tokenizer differs between ``tiger``, ``rqkmeans-t5``, ``hkmeans-t5``
+and any ``sid:ENCODER+TOKENIZER`` composition. A method's config holds the
+generator's options, ``encoder`` / ``encoder_options`` (``"key=value;key=value"``),
+the tokenizer's own parameters as ``tok_<name>``, and ``collisions``.
+The encoder name ``text`` means the dataset's text encoder (its recipe's
+``[sid] text_encoder``, ``text-st`` unless the recipe says otherwise; the
+record names the one used).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+
+from bench import registry
+from bench.dataset import get_recipe
+from bench.errors import ConfigError
+from bench.generator import Generator, GeneratorConfig
+from bench.method import FitContext, Method, _coerce
+from bench.protocol import Split
+from bench.sid import encode_items, tokenize_items
+from bench.tokenizer import tokenizer_defaults
+
+TOK = "tok_"
+DEFAULT_TEXT_ENCODER = "text-st"
+
+# the generator at smoke size: seconds on a CPU, for tests
+SMOKE_GENERATOR = {"d_model": 32, "n_enc_layers": 1, "n_dec_layers": 1, "n_heads": 2, "d_head": 16, "d_ff": 64,
+                   "epochs": 3, "batch_size": 256, "eval_every": 1, "patience": 2, "lr": 3e-3, "warmup_steps": 0}
+
+
+def parse_options(text: str, cls: type, who: str) -> dict[str, Any]:
+    """``"key=value;key=value"`` checked against ``cls``'s constructor and typed by its defaults."""
+    defaults = tokenizer_defaults(cls)
+    out: dict[str, Any] = {}
+    for pair in filter(None, (p.strip() for p in text.split(";"))):
+        key, eq, value = pair.partition("=")
+        key = key.strip()
+        if not eq or key not in defaults:
+            raise ConfigError(f"{who}: expected key=value with key in {sorted(defaults)}, found {pair!r}")
+        out[key] = _coerce(value.strip(), defaults[key], key)
+    return out
+
+
+class SIDMethod(Method):
+    """Base of every SID method; subclasses are made by ``sid_method``."""
+
+    tokenizer_name: str = ""
+
+    def resolve_encoder(self, split: Split) -> str:
+        name = self.config.encoder
+        if name == "text":
+            name = get_recipe(split.dataset.name).sid.get("text_encoder", DEFAULT_TEXT_ENCODER)
+        return name
+
+    def tokenizer_params(self, seed: int) -> dict[str, Any]:
+        params = {f.name[len(TOK):]: getattr(self.config, f.name)
+                  for f in dataclasses.fields(self.config) if f.name.startswith(TOK)}
+        if "seed" in params:  # the run's seed, unless tok_seed is set
+            params["seed"] = seed if params["seed"] is None else int(params["seed"])
+        return params
+
+    def fit(self, split: Split, ctx: FitContext) -> "SIDMethod":
+        cfg = self.config
+        encoder = self.resolve_encoder(split)
+        encoder_params = parse_options(cfg.encoder_options, registry.get("encoder", encoder), f"encoder {encoder}")
+        with ctx.stage("encode"):
+            vectors, encoded = encode_items(encoder, encoder_params, split, ctx)
+        with ctx.stage("tokenize"):
+            self.sids_ = tokenize_items(self.tokenizer_name, self.tokenizer_params(ctx.seed), vectors,
+                                        encoded["cache_key"], split, str(ctx.device), cfg.collisions)
+        sids = self.sids_
+        ctx.extra["sid"] = {
+            "encoder": {"name": encoder, "params": encoder_params,
+                        **{k: encoded[k] for k in ("fit_seconds", "dim", "device", "fit_info", "cache_key", "cache_hit")}},
+            "tokenizer": {"name": self.tokenizer_name, "params": self.tokenizer_params(ctx.seed), **sids.info},
+            "collisions": sids.collisions,
+            "diagnostics": sids.diagnostics,
+        }
+        proxy = encoded["fit_info"].get("proxy", {})  # the encoder's own quality proxies (FAMAE's), per split
+        if proxy:
+            ctx.extra["proxy"] = {f"{name} ({stage})": value for stage, values in sorted(proxy.items())
+                                  for name, value in sorted(values.items())}
+        gen_config = GeneratorConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(GeneratorConfig)})
+        with ctx.stage("generator"):
+            self.generator_ = Generator(gen_config).fit(split, sids.codes, sids.codebook_sizes, ctx)
+        return self
+
+    @torch.no_grad()
+    def rank(self, histories: torch.Tensor, users: torch.Tensor, k: int) -> torch.Tensor:
+        return self.generator_.rank(histories, users, k)
+
+
+def sid_method(name: str, encoder: str, tokenizer: str, description: str,
+               tokenizer_params: dict[str, Any] | None = None,
+               generator: dict[str, Any] | None = None) -> type[SIDMethod]:
+    """A SID method class: ``encoder`` + ``tokenizer`` + the shared generator, with its own defaults.
+
+    The smoke budget (tests) takes the generator at smoke size and the
+    encoder's and tokenizer's ``smoke_params`` class attributes, if they have any.
+    """
+    tok_cls = registry.get("tokenizer", tokenizer)
+    tok_defaults = {**tokenizer_defaults(tok_cls), **(tokenizer_params or {})}
+    if "seed" in tok_defaults:
+        tok_defaults["seed"] = None  # None: the run's seed
+    fields: list[tuple[str, type, Any]] = [
+        ("encoder", str, dataclasses.field(default=encoder)),
+        ("encoder_options", str, dataclasses.field(default="")),
+        ("collisions", str, dataclasses.field(default="extra-level")),
+    ]
+    for key, value in tok_defaults.items():
+        fields.append((TOK + key, Any, dataclasses.field(default=value)))
+    for key, value in (generator or {}).items():
+        fields.append((key, Any, dataclasses.field(default=value)))
+    config = dataclasses.make_dataclass(f"{_camel(name)}Config", fields, bases=(GeneratorConfig,))
+    smoke = {**SMOKE_GENERATOR, **{TOK + k: v for k, v in getattr(tok_cls, "smoke_params", {}).items()}}
+    if encoder != "text":  # "text" is resolved per dataset at fit time
+        enc_smoke = getattr(registry.get("encoder", encoder), "smoke_params", {})
+        smoke["encoder_options"] = ";".join(f"{k}={v}" for k, v in enc_smoke.items())
+    return type(_camel(name), (SIDMethod,), {
+        "__doc__": description, "Config": config, "tokenizer_name": tokenizer,
+        "budgets": {"default": {}, "smoke": smoke}, "__module__": __name__,
+    })
+
+
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.replace(":", "-").replace("+", "-").split("-") if part)
+
+
+def composition(name: str) -> type[SIDMethod]:
+    """The method class for ``sid:ENCODER+TOKENIZER`` (e.g. ``sid:text-st+hkmeans``)."""
+    body = name[len("sid:"):]
+    encoder, plus, tokenizer = body.partition("+")
+    if not (name.startswith("sid:") and plus and encoder and tokenizer):
+        raise ConfigError(f"a SID composition is written sid:ENCODER+TOKENIZER (e.g. sid:text-st+hkmeans), found {name!r}")
+    if encoder != "text":
+        registry.get("encoder", encoder)  # unknown names fail here, with suggestions
+    return sid_method(name, encoder, tokenizer, f"{encoder} + {tokenizer} + the shared generator")
+
+
+Tiger = sid_method("tiger", "text", "rqvae", "TIGER: text embedding + RQ-VAE (3 x 256) + T5-style generator")
+RQKMeansT5 = sid_method("rqkmeans-t5", "text", "rqkmeans", "Text embedding + residual k-means + T5-style generator")
+HKMeansT5 = sid_method("hkmeans-t5", "text", "hkmeans", "Text embedding + hierarchical k-means + T5-style generator")
+LSHT5 = sid_method("lsh-t5", "text", "lsh", "Text embedding + random-hyperplane LSH + T5-style generator")
+RandomT5 = sid_method("random-t5", "none", "random", "Random unique IDs + T5-style generator (TIGER's ablation floor)")
+PrecomputedT5 = sid_method("precomputed-t5", "none", "precomputed",
+                           "SIDs from an index file (tok_index / tok_path) + T5-style generator",
+                           tokenizer_params={"index": "rqvae_native"})
+# ReSID's G-stage sizes (4 + 4 layers, d 128, FFN 512, 4 heads of 32, beam 50); the optimiser is the shared default
+RESID_GENERATOR = {"n_heads": 4, "d_head": 32, "d_ff": 512, "beam": 50}
+ReSID = sid_method("resid", "famae", "gaoq", "ReSID: FAMAE field embeddings + GAOQ + the generator at ReSID's sizes",
+                   generator=RESID_GENERATOR)
+
+for _cls, _name in ((ReSID, "resid"), (Tiger, "tiger"), (RQKMeansT5, "rqkmeans-t5"), (HKMeansT5, "hkmeans-t5"), (LSHT5, "lsh-t5"),
+                    (RandomT5, "random-t5"), (PrecomputedT5, "precomputed-t5")):
+    registry.register("method", _name)(_cls)
