@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from bench.records import load_records
+from bench.stats import delta_percent
 
 METRICS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10", "recall@20", "ndcg@20")
 
@@ -27,10 +28,6 @@ def load_references() -> list[dict[str, Any]]:
 def protocol_label(protocol: dict[str, Any]) -> str:
     excluded = ", history items excluded" if protocol.get("exclude_history") else ""
     return f"history {protocol['history_len']}{excluded}"
-
-
-def delta_percent(ours: float, published: float) -> float:
-    return 100.0 * (ours - published) / published
 
 
 def summarize(runs: Path) -> str:

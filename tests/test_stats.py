@@ -1,0 +1,61 @@
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from bench import stats
+
+# fixed per-user vectors: 12 users, two methods, some ties and zero differences
+A = np.array([0.0, 0.5, 0.33, 1.0, 0.0, 0.25, 0.63, 0.0, 0.2, 0.43, 1.0, 0.39])
+B = np.array([0.0, 0.33, 0.5, 0.63, 0.1, 0.25, 0.39, 0.0, 0.0, 0.2, 0.5, 0.39])
+
+
+def test_paired_ttest_is_scipys():
+    expected = scipy_stats.ttest_rel(A, B)
+    t, p = stats.paired_ttest(A, B)
+    assert t == pytest.approx(expected.statistic, rel=1e-12)
+    assert p == pytest.approx(expected.pvalue, rel=1e-12)
+    assert p == pytest.approx(0.059947, abs=1e-6)  # pinned by hand: t = 2.0966 on 11 df
+
+
+def test_wilcoxon_is_scipys():
+    expected = scipy_stats.wilcoxon(A, B)
+    w, p = stats.wilcoxon_test(A, B)
+    assert (w, p) == pytest.approx((expected.statistic, expected.pvalue), rel=1e-12)
+    large_a = np.linspace(0, 1, 200) ** 2
+    large_b = np.linspace(0, 1, 200) ** 2.2
+    assert stats.wilcoxon_test(large_a, large_b)[1] == pytest.approx(scipy_stats.wilcoxon(large_a, large_b).pvalue)
+
+
+def test_identical_vectors_have_p_one_and_bad_shapes_are_an_error():
+    assert stats.paired_ttest(A, A) == (0.0, 1.0)
+    assert stats.wilcoxon_test(A, A) == (0.0, 1.0)
+    with pytest.raises(ValueError, match="one length"):
+        stats.paired_ttest(A, B[:-1])
+
+
+def test_holm_on_hand_computed_values():
+    # sorted: 0.005*4 = 0.02, 0.01*3 = 0.03, 0.03*2 = 0.06, 0.04*1 = 0.04 -> running max 0.06
+    assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    # capped at 1 and monotone: 0.4*3 -> 1, 0.45*2 = 0.9 -> 1, 0.9 -> 1
+    assert stats.holm([0.4, 0.45, 0.9]) == [1.0, 1.0, 1.0]
+    assert stats.holm([0.3, 0.9, 0.02]) == pytest.approx([0.6, 0.9, 0.06])
+    assert stats.holm([0.2]) == [0.2]
+    assert stats.holm([]) == []
+
+
+def test_best_and_second_marks_with_ties():
+    assert stats.best_second([0.05, 0.04, 0.05, 0.03]) == ["best", "second", "best", ""]
+    # compared as shown (4 decimals): 0.04561 and 0.04559 are both 0.0456
+    assert stats.best_second([0.04561, 0.04559, 0.04, 0.04]) == ["best", "best", "second", "second"]
+    assert stats.best_second([0.1, None, math.nan, 0.2]) == ["second", "", "", "best"]
+    assert stats.best_second([0.3]) == ["best"]
+    assert stats.best_second([]) == []
+
+
+def test_paper_delta_and_mean_std():
+    assert stats.delta_percent(0.0500, 0.0400) == pytest.approx(25.0)
+    assert f"{stats.delta_percent(0.0300, 0.0400):+.1f}%" == "-25.0%"
+    assert stats.mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
+    assert stats.mean_std([0.5]) == (0.5, None)
