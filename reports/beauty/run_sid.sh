@@ -11,8 +11,10 @@ ABLATIONS="sid:text-st+gaoq,sid:sasrec-emb+gaoq,sid:famae+rqvae,sid:famae+hkmean
 case "${1:-}" in
   A) # tiger alone: its per-epoch and test-decoding times are the speed figures of issue 4
      $RUN --methods tiger --seeds 0 --out "$OUT/loo-full" ;;
-  B) # the other tokenizers of issue 4, side by side (times under sharing)
-     $RUN --methods rqkmeans-t5,hkmeans-t5,random-t5,precomputed-t5 --seeds 0 --jobs 4 --out "$OUT/loo-full" ;;
+  B) # the other tokenizers of issue 4, one at a time (the generator keeps the GPU busy: sharing gains nothing)
+     for m in random-t5 rqkmeans-t5 hkmeans-t5 precomputed-t5; do
+       $RUN --methods $m --seeds 0 --out "$OUT/loo-full"
+     done ;;
   C) # issue 5, seed 0: resid, its four ablations, tiger's other seeds
      $RUN --methods "resid,$ABLATIONS" --seeds 0 --jobs 5 --out "$OUT/loo-full" ;;
   D) # issue 5, seeds 1 and 2
