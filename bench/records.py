@@ -99,8 +99,10 @@ def write_failure(folder: Path, record: dict[str, Any]) -> None:
 
 
 def git_commit() -> dict[str, Any]:
-    """The checkout's commit; where git cannot tell (a copied tree), ``SIDBENCH_GIT_COMMIT`` if set."""
+    """``SIDBENCH_GIT_COMMIT`` if set (a copied tree may carry a stale ``.git``), else the checkout's commit."""
     fallback = {"commit": os.environ.get("SIDBENCH_GIT_COMMIT"), "dirty": None}
+    if fallback["commit"]:
+        return fallback
     root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)

@@ -161,3 +161,16 @@ def test_cross_parent_consistency_equals_a_hand_computed_value():
     # parent means (0.5, 0.5) and (10.5, 10.5); residuals of code 0: (0.5,-0.5) and (-0.5,0.5): cosine -1;
     # code 1: (-0.5,0.5) and (0.5,-0.5): cosine -1
     assert cross_parent_consistency(codes, vectors)[0]["mean_cosine"] == pytest.approx(-1.0)
+
+
+def test_resid_runs_end_to_end_on_synthetic_with_the_smoke_budget(tmp_path, capsys):
+    code = main(["run", "--methods", "resid", "--dataset", "synthetic", "--budget", "smoke",
+                 "--out", str(tmp_path), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    record = json.loads((tmp_path / "synthetic" / "resid" / "seed0" / "result.json").read_text())
+    sid = record["extra"]["sid"]
+    assert sid["encoder"]["name"] == "famae" and sid["tokenizer"]["name"] == "gaoq"
+    assert sid["collisions"]["levels_added"] == 0 and sid["diagnostics"]["collision_rate"] == 0.0  # GAOQ is collision-free
+    assert set(record["extra"]["proxy"]) >= {"proxy_item_recall@10 (valid)", "proxy_id_recall@10 (valid)"}
+    assert record["config"]["d_ff"] == 64 and record["config"]["beam"] == 50  # smoke sizes, ReSID's beam
+    assert 0 < record["metrics"]["test"]["recall@20"] <= 1
