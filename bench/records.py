@@ -115,6 +115,22 @@ def git_commit() -> dict[str, Any]:
     return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
 
 
+def gpu_other_processes() -> int | None:
+    """How many other processes hold the GPU right now (``nvidia-smi``), or None where it cannot be asked.
+
+    Recorded when a run finishes: a run that shared its GPU ran slower, so its times are not comparable.
+    """
+    try:
+        found = subprocess.run(["nvidia-smi", "--query-compute-apps=pid", "--format=csv,noheader"],
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if found.returncode != 0:
+        return None
+    pids = {line.strip() for line in found.stdout.splitlines() if line.strip()}
+    return len(pids - {str(os.getpid())})
+
+
 def environment(device: str) -> dict[str, Any]:
     versions = {}
     for name in PACKAGES:
@@ -128,6 +144,7 @@ def environment(device: str) -> dict[str, Any]:
         "platform": platform.platform(),
         "packages": versions,
         "device": device,
+        "gpu_other_processes": gpu_other_processes() if device.startswith("cuda") else None,
     }
 
 

@@ -124,6 +124,7 @@ def test_sid_diagnostics_proxy_and_tokenizer_time_are_rendered_generically(runs,
             record["metrics"]["test"]["ndcg@10"] += 0.01 * i
             levels = [{"level": lv, "codebook_size": 16, "codes_used": 10 + lv + i, "usage": (10 + lv + i) / 16,
                        "conditional_entropy_bits": 3.0 - lv * 0.5 + 0.1 * seed} for lv in range(3)]
+            record["environment"]["gpu_other_processes"] = 2 if name == "sid-c" and seed == 1 else 0
             record["extra"] = {"sid": {"diagnostics": {"levels": levels, "collision_rate": 0.01 * i,
                                                        "max_collision_group": 2 + i, "fit_seconds": 1.5 + i}},
                                "proxy": {"famae": 0.1 * i + 0.01 * seed, "recon_mse": 1.0 - 0.1 * i}}
@@ -134,6 +135,7 @@ def test_sid_diagnostics_proxy_and_tokenizer_time_are_rendered_generically(runs,
     for text in ("SID diagnostics", "collision_rate", "conditional_entropy_bits", "Proxy metrics", "famae",
                  "Spearman", "Quality vs tokenization time", "Codebook levels"):
         assert text in html, text
+    assert html.count('title="1 of 2 runs shared the GPU"') == 1 and "their times are upper bounds" in html
     assert (out / "plots" / "synthetic-history-20-levels.svg").is_file()
     assert (out / "plots" / "synthetic-history-20-quality-vs-time.png").is_file()
     tex = (out / "tables.tex").read_text()

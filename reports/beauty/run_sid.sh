@@ -27,5 +27,26 @@ case "${1:-}" in
          $RUN --methods $m --seeds $s --out "$OUT/loo-full"
        done
      done ;;
-  *) echo "usage: $0 A|B|C|D" >&2; exit 2 ;;
+  Q) # B, C and D as one queue shared by WORKERS runs at once (default 4). Several small generators together
+     # get more through one H100 than one after another, at the price of comparable times: every record
+     # says how many other processes held the GPU when it finished (environment.gpu_other_processes).
+     # resid seed 0 starts alone and the other workers wait DELAY seconds (default 200), so FAMAE's fit
+     # time is measured alone and its vectors are cached for the FAMAE ablations. A run already finished
+     # in $OUT/loo-full (same run key) is skipped, so the queue resumes on a fresh machine.
+     queue="resid:0 rqkmeans-t5:0 hkmeans-t5:0 precomputed-t5:0 sid:famae+rqvae:0 sid:famae+hkmeans:0
+            resid:1 tiger:1 resid:2 tiger:2 sid:sasrec-emb+gaoq:0 sid:text-st+gaoq:0"
+     for s in 1 2; do
+       for m in sid:famae+rqvae sid:famae+hkmeans sid:sasrec-emb+gaoq sid:text-st+gaoq; do queue="$queue $m:$s"; done
+     done
+     claims="$OUT/.claims"; mkdir -p "$claims"
+     worker() {
+       for item in $queue; do
+         mkdir "$claims/${item//[:+]/_}" 2>/dev/null || continue  # the first worker to get here runs it
+         $RUN --methods "${item%:*}" --seeds "${item##*:}" --out "$OUT/loo-full"
+       done
+     }
+     worker & sleep "${DELAY:-200}"
+     for _ in $(seq 2 "${WORKERS:-4}"); do worker & done
+     wait ;;
+  *) echo "usage: $0 A|B|C|D|Q" >&2; exit 2 ;;
 esac
