@@ -128,6 +128,10 @@ def gpu_other_processes() -> int | None:
     if found.returncode != 0:
         return None
     pids = {line.strip() for line in found.stdout.splitlines() if line.strip()}
+    if not pids:
+        # this process holds the GPU itself, so an empty list means processes are hidden (a container's
+        # PID namespace): unknown, not alone
+        return None
     return len(pids - {str(os.getpid())})
 
 

@@ -1,3 +1,4 @@
+import os
 import json
 
 import numpy as np
@@ -97,3 +98,17 @@ def test_parallel_jobs_give_each_method_its_own_options(tmp_path):
     assert record["config"]["epochs"] == 1
     assert "--set sasrec.epochs=1" in record["rerun"]
     assert (tmp_path / "synthetic" / "pop" / "seed0" / "result.json").is_file()
+
+
+def test_gpu_other_processes_counts_others_and_says_unknown_when_nvidia_smi_hides_processes(monkeypatch):
+    import subprocess
+
+    def fake(listing, returncode=0):
+        return lambda *a, **k: subprocess.CompletedProcess(a, returncode, stdout=listing, stderr="")
+
+    monkeypatch.setattr(records.subprocess, "run", fake(f"{os.getpid()}\n4242\n4243\n"))
+    assert records.gpu_other_processes() == 2
+    monkeypatch.setattr(records.subprocess, "run", fake(""))  # a container: even this process is not listed
+    assert records.gpu_other_processes() is None
+    monkeypatch.setattr(records.subprocess, "run", fake("", returncode=9))
+    assert records.gpu_other_processes() is None
