@@ -85,7 +85,9 @@ class Evaluator:
             if hasattr(model, "score"):
                 greater, equal = self._ranks_from_scores(model.score(hist, users), hist, target)
             else:
-                ranked = model.rank(hist, users, max(ks))
+                # under exclude_history the seen items leave the list afterwards: ask for enough to refill it
+                want = max(ks) + (hist.shape[1] if self.split.protocol.exclude_history else 0)
+                ranked = model.rank(hist, users, want)
                 greater, equal = self._ranks_from_lists(ranked, hist, target)
                 invalid += int((ranked < 0).sum())
                 listed += ranked.numel()

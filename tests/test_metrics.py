@@ -115,3 +115,18 @@ def test_exclude_history_also_applies_to_ranked_lists():
     assert plain["recall@1"].tolist() == [0.0, 0.0]
     assert excluded["recall@1"][1] == 1.0  # the seen item left the list, the target moved up
     assert excluded["recall@2"].tolist() == [1.0, 1.0]
+
+
+class AskedFor(HistoryFirstLists):
+    def rank(self, histories, users, k):
+        self.asked = k
+        return super().rank(histories, users, k)
+
+
+def test_ranked_lists_are_asked_long_enough_to_refill_after_excluding_history():
+    """Up to history_len seen items can leave a list, so the model is asked for that many more."""
+    model = AskedFor()
+    Evaluator(tiny_split(), "test").evaluate(model)
+    assert model.asked == 5
+    Evaluator(tiny_split(exclude_history=True), "test").evaluate(model)
+    assert model.asked == 5 + 3
