@@ -27,6 +27,7 @@ from methods.tokenizers import _kmeans_plusplus, item_matrix
 
 log = logging.getLogger(__name__)
 
+ANCHOR_KINDS = ("random", "pca")  # random: ReSID's QR of a random matrix; pca: the residuals' main directions
 SEEDING_SAMPLE_PER_CLUSTER = 64  # k-means++ seeds from at most this many points per cluster (speed on 500k items)
 
 
@@ -140,6 +141,24 @@ def make_anchors(n_anchors: int, dim: int, seed: int) -> np.ndarray:
     return np.concatenate(blocks).astype(np.float32)
 
 
+def pca_anchors(residuals: np.ndarray, n_anchors: int, seed: int) -> np.ndarray:
+    """``n_anchors`` unit directions ``[g, d]``: plus and minus the top principal directions of ``residuals``.
+
+    The residuals (children minus their parent, pooled over every parent of a
+    level) are taken about zero, not their mean: a direction is "away from
+    the parent". Where the residuals span fewer than ``ceil(g/2)`` directions,
+    the rest are random (``make_anchors``), orthogonalised against the found ones.
+    """
+    half = (n_anchors + 1) // 2
+    _, singular, vt = np.linalg.svd(np.asarray(residuals, dtype=np.float64), full_matrices=False)
+    found = vt[:min(half, int((singular > 1e-9 * max(singular.max(initial=0.0), 1e-30)).sum()))]
+    if len(found) < half:
+        extra = make_anchors(half - len(found), vt.shape[1], seed).astype(np.float64)
+        q, _ = np.linalg.qr((extra - (extra @ found.T) @ found).T)
+        found = np.concatenate([found, q.T])
+    return np.concatenate([found, -found])[:n_anchors].astype(np.float32)
+
+
 def _unit_rows(x: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length; zero rows stay zero (cosine 0 with every anchor)."""
     norms = np.linalg.norm(x, axis=1, keepdims=True)
@@ -172,6 +191,11 @@ class GAOQ(Tokenizer):
     ** (1 / (L-1)))`` (at least 2), i.e. about ``leaf_size`` items per last-level
     group, as ReSID's rule b1*b2 ~ N/10..N/20 for 3 levels.
 
+    ``anchors``: ``"random"`` (ReSID's: QR of a seeded random matrix, one set
+    per level) or ``"pca"`` (plus and minus the main directions of the level's
+    child residuals pooled over all parents), an option to test how much
+    data-driven anchors tie a code's meaning across parents.
+
     After ``fit``: ``codes_``, ``codebook_sizes``; ``anchors_[l]`` ``[g_l, d]``
     for levels ``l >= 1`` (``anchors_[0]`` is None: level-1 codes are cluster
     indices); ``centroids_[l]`` ``[n_prefixes, d]`` and ``prefixes_[l]``
@@ -180,12 +204,19 @@ class GAOQ(Tokenizer):
     """
 
     def __init__(self, branching: tuple = (), n_levels: int = 3, seed: int = 0, n_iter: int = 20,
-                 leaf_size: int = 15):
+                 leaf_size: int = 15, anchors: str = "random"):
         self.branching = branching
         self.n_levels = n_levels
         self.seed = seed
         self.n_iter = n_iter
         self.leaf_size = leaf_size
+        self.anchors = anchors
+
+    def _anchors(self, residuals: np.ndarray, n_anchors: int, level: int) -> np.ndarray:
+        seed = self.seed * 1009 + level
+        if self.anchors == "pca":
+            return pca_anchors(residuals, n_anchors, seed)
+        return make_anchors(n_anchors, residuals.shape[1], seed)
 
     def _branching(self, n_items: int) -> list[int]:
         levels = int(self.n_levels)
@@ -204,35 +235,43 @@ class GAOQ(Tokenizer):
         return [min(b, max(n_items, 1))] * (levels - 1) + [1]
 
     def _split_parents(self, vectors: np.ndarray, codes: np.ndarray, level: int, n_children: int,
-                       anchors: np.ndarray, order: np.ndarray, bounds: np.ndarray, centroids: np.ndarray,
-                       prefixes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                       order: np.ndarray, bounds: np.ndarray, centroids: np.ndarray,
+                       prefixes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Split every parent's items into children, code them by matched anchor (writes ``codes[:, level]``).
 
-        Returns the items' new group ids, the children's centroids and their prefixes (row-aligned).
+        Returns the items' new group ids, the children's centroids and their
+        prefixes (row-aligned), and the level's anchors.
         """
-        group_id = np.empty(len(vectors), dtype=np.int64)
-        child_centroids, child_prefixes, n_done = [], [], 0
+        splits = []
         for parent in range(len(centroids)):
             members = order[bounds[parent]:bounds[parent + 1]]
             labels, children = balanced_kmeans(vectors[members], n_children,
                                                seed=self.seed * 1_000_003 + level * 100_003 + parent,
                                                n_iter=self.n_iter)
+            splits.append((members, labels, children))
+        residuals = np.concatenate([children - centroids[parent] for parent, (_, _, children) in enumerate(splits)])
+        anchors = self._anchors(residuals, n_children, level)
+        group_id = np.empty(len(vectors), dtype=np.int64)
+        child_prefixes, n_done = [], 0
+        for parent, (members, labels, children) in enumerate(splits):
             child_code = _match_to_anchors(children - centroids[parent], anchors)
             codes[members, level] = child_code[labels]
             group_id[members] = n_done + labels
             n_done += len(children)
-            child_centroids.append(children)
             child_prefixes.append(np.column_stack([np.repeat(prefixes[parent][None], len(children), 0), child_code]))
-        return group_id, np.concatenate(child_centroids), np.concatenate(child_prefixes)
+        return (group_id, np.concatenate([children for _, _, children in splits]), np.concatenate(child_prefixes),
+                anchors)
 
     def fit(self, item_vectors: np.ndarray, dataset: Any = None) -> GAOQ:
+        if self.anchors not in ANCHOR_KINDS:
+            raise ConfigError(f"gaoq: anchors must be one of {', '.join(ANCHOR_KINDS)}, found {self.anchors!r}")
         # One BLAS thread: the products are small or memory-bound, and threaded BLAS on many small products
         # spends its time in syncs (measured 30x slower per product on a busy 2-core machine).
         with threadpool_limits(1):
             return self._fit(item_matrix(item_vectors, "gaoq"))
 
     def _fit(self, vectors: np.ndarray) -> GAOQ:
-        n_items, dim = vectors.shape
+        n_items = len(vectors)
         branching = self._branching(n_items)
         levels = len(branching)
         codes = np.zeros((n_items, levels), dtype=np.int64)
@@ -251,11 +290,10 @@ class GAOQ(Tokenizer):
 
         for level in range(1, levels - 1):  # middle levels: balanced k-means under each parent + anchors
             start = time.perf_counter()
-            anchors = make_anchors(branching[level], dim, seed=self.seed * 1009 + level)
             order, bounds = _groups(group_id, len(centroids))
             group_sizes.append(np.diff(bounds))
-            group_id, centroids, prefixes = self._split_parents(vectors, codes, level, branching[level], anchors,
-                                                                order, bounds, centroids, prefixes)
+            group_id, centroids, prefixes, anchors = self._split_parents(vectors, codes, level, branching[level],
+                                                                         order, bounds, centroids, prefixes)
             self.anchors_.append(anchors)
             self.centroids_.append(centroids)
             self.prefixes_.append(prefixes)
@@ -267,8 +305,9 @@ class GAOQ(Tokenizer):
         sizes = np.diff(bounds)
         group_sizes.append(sizes)
         n_last = max(branching[-1], int(sizes.max()))
-        anchors = make_anchors(n_last, dim, seed=self.seed * 1009 + levels - 1)
-        cosine = _unit_rows(vectors - centroids[group_id]) @ anchors.T
+        residuals = vectors - centroids[group_id]
+        anchors = self._anchors(residuals, n_last, levels - 1)
+        cosine = _unit_rows(residuals) @ anchors.T
         for group in range(len(centroids)):
             members = order[bounds[group]:bounds[group + 1]]
             rows, cols = linear_sum_assignment(cosine[members], maximize=True)
@@ -284,6 +323,7 @@ class GAOQ(Tokenizer):
         self.fit_info_ = {
             "branching": list(branching),
             "automatic_branching": not self.branching,
+            "anchors": self.anchors,
             "seconds_per_level": [round(s, 4) for s in seconds],
             "group_sizes": [{"prefix_len": level + 1, "n_groups": len(s), "min": int(s.min()), "max": int(s.max()),
                              "mean": float(s.mean())} for level, s in enumerate(group_sizes)],

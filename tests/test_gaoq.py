@@ -5,7 +5,7 @@ import pytest
 
 from bench.errors import ConfigError
 from bench.tokenizer import check_tokenizer
-from methods.gaoq import GAOQ, balanced_kmeans, make_anchors
+from methods.gaoq import GAOQ, balanced_kmeans, make_anchors, pca_anchors
 
 
 def unique_rows(codes: np.ndarray) -> bool:
@@ -58,7 +58,22 @@ def test_anchors_are_unit_and_orthogonal_when_they_fit():
     assert np.allclose(many[:8] @ many[:8].T, np.eye(8), atol=1e-5)
 
 
-def test_same_code_means_the_same_direction_under_every_parent():
+def test_pca_anchors_are_the_residuals_main_directions_both_ways():
+    rng = np.random.default_rng(0)
+    weights = np.array([5.0, 3.0, 1.0])  # residuals along e0, e1, e2 with falling spread, a little noise
+    residuals = (rng.normal(size=(400, 3)) * weights) @ np.eye(3, 16) + 0.01 * rng.normal(size=(400, 16))
+    anchors = pca_anchors(residuals, 6, seed=0)
+    assert anchors.shape == (6, 16) and np.allclose(np.linalg.norm(anchors, axis=1), 1, atol=1e-5)
+    assert np.allclose(anchors[3:], -anchors[:3]) and np.allclose(anchors[:3] @ anchors[:3].T, np.eye(3), atol=1e-5)
+    assert np.allclose(np.abs(anchors[:3, :3]), np.eye(3), atol=0.1)  # e0, e1, e2 in order of spread
+    odd = pca_anchors(residuals, 5, seed=0)  # an odd count: +v1, +v2, +v3, -v1, -v2
+    assert np.allclose(odd, np.concatenate([anchors[:3], anchors[3:5]]))
+    flat = pca_anchors(np.outer(rng.normal(size=50), np.eye(8)[0]), 6, seed=0)  # rank 1: two random fill-ins
+    assert np.allclose(flat[:3] @ flat[:3].T, np.eye(3), atol=1e-5) and np.allclose(flat[3:], -flat[:3])
+
+
+@pytest.mark.parametrize("anchors", ["random", "pca"])
+def test_same_code_means_the_same_direction_under_every_parent(anchors):
     rng = np.random.default_rng(0)
     n_parents, n_children, per_child, dim = 6, 5, 12, 32
     parents = rng.normal(size=(n_parents, dim)) * 100  # far apart: level 1 finds the parents
@@ -72,7 +87,7 @@ def test_same_code_means_the_same_direction_under_every_parent():
             direction += [j] * per_child
     x = np.concatenate(blocks).astype(np.float32)
     direction = np.array(direction)
-    tok = GAOQ(branching=(n_parents, n_children, 1), seed=0).fit(x)
+    tok = GAOQ(branching=(n_parents, n_children, 1), seed=0, anchors=anchors).fit(x)
     level2 = tok.codes_[:, 1]
     code_of_direction = {}
     for j in range(n_children):
@@ -90,6 +105,7 @@ def test_gaoq_passes_the_tokenizer_contract():
     assert facts["n_levels"] == 3 and unique_rows(facts["codes"])
     assert facts["codebook_sizes"][:2] == [4, 4] and facts["codebook_sizes"][2] >= 19  # ceil(300 / 16)
     check_tokenizer(GAOQ, n_items=200, dim=16, n_levels=2, n_iter=5)
+    check_tokenizer(GAOQ, n_items=300, dim=16, branching=(4, 4, 2), n_iter=5, anchors="pca")
 
 
 @pytest.mark.parametrize("n_levels", [2, 3, 4])
@@ -105,6 +121,11 @@ def test_automatic_branching_gives_unique_sids(n_levels):
     assert tok.codebook_sizes[-1] == info["group_sizes"][-1]["max"]  # the last level is as large as needed
     assert len(tok.anchors_) == n_levels and tok.anchors_[0] is None
     assert [len(p) for p in tok.prefixes_] == [len(c) for c in tok.centroids_]
+
+
+def test_unknown_anchor_kind_is_a_clear_error():
+    with pytest.raises(ConfigError, match="anchors must be one of random, pca, found 'qr'"):
+        GAOQ(anchors="qr").fit(np.zeros((10, 4), dtype=np.float32))
 
 
 def test_branching_must_match_levels():
