@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("runs", type=Path, nargs="+", help="folders of runs (as given to `run --out`)")
     report.add_argument("--out", type=Path, required=True, help="report folder, e.g. reports/NAME/")
     report.add_argument("--baseline", help="method to test the others against (default: each table's best ID method)")
+    report.add_argument("--compare-to", default="", metavar="M[,M...]",
+                        help="methods that each get a further significance table, e.g. tiger")
 
     data = sub.add_parser("data", help="prepare or describe datasets")
     data_sub = data.add_subparsers(dest="data_command", required=True)
@@ -222,7 +224,8 @@ def cmd_summarize(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from bench.report import build_report
 
-    print(f"report written to {build_report(args.runs, args.out, args.baseline)}")
+    compare_to = [m.strip() for m in args.compare_to.split(",") if m.strip()]
+    print(f"report written to {build_report(args.runs, args.out, args.baseline, compare_to)}")
     return 0
 
 

@@ -868,15 +868,21 @@ def failure_rows(runs: list[Run]) -> list[dict[str, Any]]:
             if not r.ok]
 
 
-def build_report(runs_dirs: Sequence[Path], out: Path, baseline: str | None = None) -> Path:
-    """Write the report of every run under ``runs_dirs`` into ``out``; returns the path of ``index.html``."""
+def build_report(runs_dirs: Sequence[Path], out: Path, baseline: str | None = None,
+                 compare_to: Sequence[str] = ()) -> Path:
+    """Write the report of every run under ``runs_dirs`` into ``out``; returns the path of ``index.html``.
+
+    ``compare_to``: methods that each get a further significance table (HTML),
+    next to the one against the table's baseline.
+    """
     runs, duplicates = collect_runs(runs_dirs)
     tables = make_tables(runs)
-    if baseline and not any(table.ok_runs(baseline) for table in tables):
-        found = sorted({r.method for r in runs if r.ok})
-        raise ConfigError(f"--baseline {baseline}: no successful run of {baseline!r} under "
-                          f"{', '.join(map(str, runs_dirs))}; methods with results: {', '.join(found) or 'none'}. "
-                          f"Pass one of them, or leave --baseline out to test against each table's best ID method")
+    for option, method in [("--baseline", baseline)] + [("--compare-to", m) for m in compare_to]:
+        if method and not any(table.ok_runs(method) for table in tables):
+            found = sorted({r.method for r in runs if r.ok})
+            raise ConfigError(f"{option} {method}: no successful run of {method!r} under "
+                              f"{', '.join(map(str, runs_dirs))}; methods with results: {', '.join(found) or 'none'}. "
+                              f"Pass one of them, or leave {option} out")
     out = Path(out)
     plots = out / "plots"
     plots.mkdir(parents=True, exist_ok=True)
@@ -899,6 +905,8 @@ def build_report(runs_dirs: Sequence[Path], out: Path, baseline: str | None = No
             "label": table.label, "protocol": sorted((table.protocol or {}).items()),
             "metrics": METRICS, "rows": main_rows(table, sig, refs), "baseline": chosen,
             "baseline_note": baseline_note, "significance": sig, "diagnostics": diagnostics,
+            "also_significance": [{"baseline": m, "rows": significance(table, m)} for m in compare_to
+                                  if m != chosen and table.ok_runs(m)],
             "proxy": proxy_section(table), "cost": cost_section(table), "environment": environment_section(table),
             "commands": sorted({c for r in table.runs if (c := r.record.get("command"))}),
             "plots": [f for f in figures if f], "n_ok": sum(r.ok for r in table.runs),

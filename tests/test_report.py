@@ -109,6 +109,20 @@ def test_no_runs_and_a_missing_baseline_are_clear_errors(runs, tmp_path, capsys)
     assert main(["report", str(runs[0]), "--out", str(tmp_path / "r"), "--baseline", "sasrecc"]) == 2
     err = capsys.readouterr().err
     assert "--baseline sasrecc" in err and "pop, sasrec" in err
+    assert main(["report", str(runs[0]), "--out", str(tmp_path / "r"), "--compare-to", "tigerr"]) == 2
+    err = capsys.readouterr().err
+    assert "--compare-to tigerr" in err and "Traceback" not in err
+
+
+def test_compare_to_adds_a_significance_table_against_that_method(runs, tmp_path):
+    out = tmp_path / "r"
+    assert main(["report", str(runs[0]), "--out", str(out), "--baseline", "sasrec", "--compare-to", "pop"]) == 0
+    html = (out / "index.html").read_text()
+    assert "Significance against sasrec (per-user" in html and "Significance against pop (per-user" in html
+    assert "Against pop (--compare-to)" in html
+    table = report.make_tables(report.collect_runs([runs[0]])[0])[0]
+    (row,) = report.significance(table, "pop")  # sasrec against pop, the one other method with results
+    assert row["method"] == "sasrec" and f"{row['t']:.2f}" in html.split("Significance against pop")[1]
 
 
 def test_sid_diagnostics_proxy_and_tokenizer_time_are_rendered_generically(runs, tmp_path):
