@@ -52,11 +52,13 @@ class Block(nn.Module):
     """Pre-norm Transformer block: self-attention (SDPA) and a GELU feed-forward, with residuals.
 
     ``d_head`` sets the per-head size when the attention's inner size ``n_heads * d_head``
-    should differ from ``d_model`` (T5/TIGER: 6 heads of 64 with d_model 128).
+    should differ from ``d_model`` (T5/TIGER: 6 heads of 64 with d_model 128). ``cross``
+    adds the cross-attention layers of ``DecoderBlock`` (created between the two, so
+    a seed gives the same weights as always).
     """
 
     def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, attn_dropout: float,
-                 d_head: int | None = None):
+                 d_head: int | None = None, cross: bool = False):
         super().__init__()
         self.inner = attention_size(d_model, n_heads, d_head)
         self.n_heads = n_heads
@@ -64,19 +66,31 @@ class Block(nn.Module):
         self.norm1 = nn.LayerNorm(d_model)
         self.qkv = nn.Linear(d_model, 3 * self.inner)
         self.proj = nn.Linear(self.inner, d_model)
+        if cross:
+            self.norm_cross = nn.LayerNorm(d_model)
+            self.cross_q = nn.Linear(d_model, self.inner)
+            self.cross_kv = nn.Linear(d_model, 2 * self.inner)
+            self.cross_proj = nn.Linear(self.inner, d_model)
         self.norm2 = nn.LayerNorm(d_model)
         self.ff = feed_forward(d_model, d_ff)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        """``x`` [B, L, d]; ``allowed`` [B, 1, L, L] boolean: query i may attend to key j."""
+    def _dropout(self) -> float:
+        return self.attn_dropout if self.training else 0.0
+
+    def _self_attend(self, x: torch.Tensor, allowed: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
         q, k, v = self.qkv(self.norm1(x)).split(self.inner, dim=-1)
-        attn = attend(q, k, v, self.n_heads, allowed, dropout=self.attn_dropout if self.training else 0.0)
-        x = x + self.drop(self.proj(attn))
+        return x + self.drop(self.proj(attend(q, k, v, self.n_heads, allowed, causal=causal, dropout=self._dropout())))
+
+    def _feed_forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.drop(self.ff(self.norm2(x)))
 
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        """``x`` [B, L, d]; ``allowed`` [B, 1, L, L] boolean: query i may attend to key j."""
+        return self._feed_forward(self._self_attend(x, allowed))
 
-class DecoderBlock(nn.Module):
+
+class DecoderBlock(Block):
     """Pre-norm decoder block: causal self-attention, cross-attention to encoder states, GELU feed-forward.
 
     Cross-attention reads ``group`` consecutive decoder rows per encoder row, so
@@ -86,20 +100,7 @@ class DecoderBlock(nn.Module):
 
     def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, attn_dropout: float,
                  d_head: int | None = None):
-        super().__init__()
-        self.inner = attention_size(d_model, n_heads, d_head)
-        self.n_heads = n_heads
-        self.attn_dropout = attn_dropout
-        self.norm1 = nn.LayerNorm(d_model)
-        self.qkv = nn.Linear(d_model, 3 * self.inner)
-        self.proj = nn.Linear(self.inner, d_model)
-        self.norm_cross = nn.LayerNorm(d_model)
-        self.cross_q = nn.Linear(d_model, self.inner)
-        self.cross_kv = nn.Linear(d_model, 2 * self.inner)
-        self.cross_proj = nn.Linear(self.inner, d_model)
-        self.norm2 = nn.LayerNorm(d_model)
-        self.ff = feed_forward(d_model, d_ff)
-        self.drop = nn.Dropout(dropout)
+        super().__init__(d_model, n_heads, d_ff, dropout, attn_dropout, d_head, cross=True)
 
     def memory_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-attention keys and values [B, S, inner] of encoder states ``memory`` [B, S, d]."""
@@ -111,13 +112,11 @@ class DecoderBlock(nn.Module):
         """``x`` [B*group, T, d]; ``memory_kv`` from ``memory_kv`` ([B, S, inner] each);
         ``memory_allowed`` [B, 1, 1, S] boolean (False: padding)."""
         n, t, _ = x.shape
-        dropout = self.attn_dropout if self.training else 0.0
-        q, k, v = self.qkv(self.norm1(x)).split(self.inner, dim=-1)
-        x = x + self.drop(self.proj(attend(q, k, v, self.n_heads, causal=True, dropout=dropout)))
+        x = self._self_attend(x, causal=True)
         q = self.cross_q(self.norm_cross(x)).reshape(n // group, group * t, self.inner)
-        attn = attend(q, *memory_kv, self.n_heads, memory_allowed, dropout=dropout)
+        attn = attend(q, *memory_kv, self.n_heads, memory_allowed, dropout=self._dropout())
         x = x + self.drop(self.cross_proj(attn.reshape(n, t, self.inner)))
-        return x + self.drop(self.ff(self.norm2(x)))
+        return self._feed_forward(x)
 
 
 class SequenceEncoder(nn.Module):
