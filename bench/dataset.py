@@ -242,12 +242,15 @@ def get_recipe(name: str) -> Recipe:
     return recipes[name]
 
 
-def _code_digest(*objects: Any) -> str:
-    """A hash of the source files defining ``objects``, so a changed reader invalidates the cache."""
+def code_digest(*objects: Any) -> str:
+    """A hash of the source files defining ``objects``, so changed code invalidates what it cached."""
     digest = hashlib.sha256()
     for obj in objects:
-        path = inspect.getsourcefile(obj)
-        digest.update(Path(path).read_bytes() if path else repr(obj).encode())
+        try:
+            path = inspect.getsourcefile(obj)
+        except TypeError:  # defined without a source file (exec'd code, a notebook): only its name counts
+            path = None
+        digest.update(Path(path).read_bytes() if path and Path(path).is_file() else repr(obj).encode())
     return digest.hexdigest()
 
 
@@ -255,7 +258,7 @@ def _cache_key(recipe: Recipe) -> str:
     reader = registry.get("reader", recipe.reader)
     payload = json.dumps(
         [PROCESSING_VERSION, recipe.reader, recipe.reader_options, recipe.items,
-         {k: v.sha256 for k, v in recipe.files.items()}, _code_digest(reader, build_dataset)],
+         {k: v.sha256 for k, v in recipe.files.items()}, code_digest(reader, build_dataset)],
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -71,7 +71,7 @@ def run_dir(out: Path, dataset: str, method: str, seed: int) -> Path:
 
 
 def run_key(spec: dict[str, Any]) -> str:
-    """A hash of what determines a run (method, config, dataset checksum, protocol, seed)."""
+    """A hash of what determines a run (method, config, dataset checksum, protocol, seed), or of any spec."""
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=_jsonable).encode()).hexdigest()[:20]
 
 
@@ -116,9 +116,11 @@ def git_commit() -> dict[str, Any]:
 
 
 def gpu_other_processes() -> int | None:
-    """How many other processes hold the GPU right now (``nvidia-smi``), or None where it cannot be asked.
+    """How many other processes hold a GPU of this machine right now (``nvidia-smi``), or None if unknown.
 
-    Recorded when a run finishes: a run that shared its GPU ran slower, so its times are not comparable.
+    Asked when a run has finished (it then holds a CUDA context itself): a run that
+    shared its GPU ran slower, so its times are not comparable. Processes on the
+    machine's other GPUs count too.
     """
     try:
         found = subprocess.run(["nvidia-smi", "--query-compute-apps=pid", "--format=csv,noheader"],
@@ -148,7 +150,6 @@ def environment(device: str) -> dict[str, Any]:
         "platform": platform.platform(),
         "packages": versions,
         "device": device,
-        "gpu_other_processes": gpu_other_processes() if device.startswith("cuda") else None,
     }
 
 

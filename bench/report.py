@@ -516,7 +516,8 @@ def cost_section(table: Table) -> dict[str, Any]:
         cells = [_aggregate([t[s] for t in timings if s in t], fmt_seconds) if any(s in t for t in timings)
                  else {"value": None, "text": "–"} for s in stages]
         tok = [v for r in runs if (v := tokenizer_seconds(r)) is not None]
-        train = [r.extra.get("train") or {} for r in runs]
+        # the trainer's record of the model that ranks: "train" (ID models) or "generator" (SID methods)
+        train = [r.extra.get("train") or r.extra.get("generator") or {} for r in runs]
         rows.append({
             "method": method, "seeds": len(runs), "cells": cells,
             "tokenizer": _aggregate(tok, fmt_seconds) if tok else {"value": None, "text": "–"},

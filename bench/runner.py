@@ -201,6 +201,8 @@ class BenchmarkRun:
         record = {
             **base,
             "status": "ok",
+            "environment": {**base["environment"],
+                            "gpu_other_processes": records.gpu_other_processes() if device.type == "cuda" else None},
             "metrics": {"test": test.means, "valid": valid.means},
             "curve": ctx.curve,
             "timings": ctx.timings,

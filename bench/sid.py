@@ -19,6 +19,7 @@ from scipy import sparse
 from scipy.optimize import linear_sum_assignment
 
 from bench import registry, stages
+from bench.dataset import code_digest
 from bench.encoder import check_vectors
 from bench.errors import ConfigError
 from bench.protocol import Split
@@ -34,7 +35,7 @@ COLLISION_METHODS = ("extra-level", "hungarian")
 def encoder_spec(name: str, params: dict[str, Any], split: Split, seed: int) -> dict[str, Any]:
     """What determines an encoder's vectors: content encoders depend on the items only."""
     cls = registry.get("encoder", name)
-    spec = {"encoder": name, "params": params, "dataset": split.dataset.checksum}
+    spec = {"encoder": name, "params": params, "dataset": split.dataset.checksum, "code": code_digest(cls)}
     if getattr(cls, "reads_sequences", False):
         spec.update(protocol=split.protocol.to_dict(), seed=seed)
     return spec
@@ -100,11 +101,17 @@ def tokenize_items(name: str, params: dict[str, Any], vectors: np.ndarray, encod
         arrays = {"codes": codes, "codebook_sizes": np.asarray(tokenizer.codebook_sizes, dtype=np.int64)}
         costs = getattr(tokenizer, "last_costs_", None)
         if costs is not None:
-            arrays["last_costs"] = np.asarray(costs, dtype=np.float32)
+            costs = np.asarray(costs, dtype=np.float32)
+            expected = (split.n_items, int(tokenizer.codebook_sizes[-1]))
+            if costs.shape != expected:
+                raise ConfigError(f"tokenizer {name}: last_costs_ must be [n_items, last codebook size] = "
+                                  f"{list(expected)}, found {list(costs.shape)}; fix the plugin's last_costs_ "
+                                  f"or leave it out (the Hungarian step then treats every move as cost 1)")
+            arrays["last_costs"] = costs
         meta = {"fit_seconds": seconds, "device": device, "fit_info": getattr(tokenizer, "fit_info_", {})}
         return arrays, meta
 
-    spec = {"tokenizer": name, "params": params, "encoder_key": encoder_key}
+    spec = {"tokenizer": name, "params": params, "encoder_key": encoder_key, "code": code_digest(cls)}
     arrays, meta = stages.cached("tokenize", spec, compute)
     raw, raw_sizes = arrays["codes"], [int(s) for s in arrays["codebook_sizes"]]
     diagnostics = sid_diagnostics(raw, raw_sizes)
@@ -146,9 +153,11 @@ def _hungarian_last_level(codes: np.ndarray, size: int, costs: np.ndarray | None
     prefix_inverse, _ = _groups(codes[:, :-1]) if codes.shape[1] > 1 else (np.zeros(len(codes), dtype=np.int64), None)
     full_inverse, full_counts = _groups(codes)
     colliding_prefixes = np.unique(prefix_inverse[full_counts[full_inverse] > 1])
+    order = np.argsort(prefix_inverse, kind="stable")  # each prefix's items: one slice of ``order``
+    bounds = np.searchsorted(prefix_inverse[order], np.arange(int(prefix_inverse.max(initial=0)) + 2))
     moved, too_full = 0, 0
     for prefix in colliding_prefixes:
-        members = np.flatnonzero(prefix_inverse == prefix)
+        members = order[bounds[prefix]:bounds[prefix + 1]]
         if len(members) > size:
             too_full += 1
             continue

@@ -9,7 +9,6 @@ a rename, so an interrupted stage leaves nothing behind.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -21,14 +20,14 @@ from typing import Any, Callable
 import numpy as np
 
 from bench.fetch import cache_dir
-from bench.records import _jsonable
+from bench.records import _jsonable, run_key
 
 log = logging.getLogger(__name__)
 
 
 def stage_key(spec: dict[str, Any]) -> str:
-    """A short hash of everything that determines a stage's output."""
-    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=_jsonable).encode()).hexdigest()[:20]
+    """A short hash of everything that determines a stage's output (the same hash as a run's key)."""
+    return run_key(spec)
 
 
 def _folder(stage: str, key: str) -> Path:

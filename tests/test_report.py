@@ -141,7 +141,8 @@ def test_sid_diagnostics_proxy_and_tokenizer_time_are_rendered_generically(runs,
             record["environment"]["gpu_other_processes"] = 2 if name == "sid-c" and seed == 1 else 0
             record["extra"] = {"sid": {"diagnostics": {"levels": levels, "collision_rate": 0.01 * i,
                                                        "max_collision_group": 2 + i, "fit_seconds": 1.5 + i}},
-                               "proxy": {"famae": 0.1 * i + 0.01 * seed, "recon_mse": 1.0 - 0.1 * i}}
+                               "proxy": {"famae": 0.1 * i + 0.01 * seed, "recon_mse": 1.0 - 0.1 * i},
+                               "generator": {"epochs_run": 70 + seed, "best_epoch": 54, "seconds_per_epoch": 4.5}}
             (folder / "result.json").write_text(json.dumps(record))
     out = tmp_path / "report"
     assert main(["report", str(tmp_path / "runs"), "--out", str(out), "--baseline", "sid-a"]) == 0
@@ -149,6 +150,8 @@ def test_sid_diagnostics_proxy_and_tokenizer_time_are_rendered_generically(runs,
     for text in ("SID diagnostics", "collision_rate", "conditional_entropy_bits", "Proxy metrics", "famae",
                  "Spearman", "Quality vs tokenization time", "Codebook levels"):
         assert text in html, text
+    cost = html.split("<h3>Cost</h3>")[1].split("</table>")[0]  # a SID method's generator epochs are its epochs
+    assert "<td>70, 71</td><td>54, 54</td>" in cost
     assert html.count('title="1 of 2 runs shared the GPU"') == 1 and "their times are upper bounds" in html
     assert (out / "plots" / "synthetic-history-20-levels.svg").is_file()
     assert (out / "plots" / "synthetic-history-20-quality-vs-time.png").is_file()

@@ -95,6 +95,27 @@ def test_swapping_the_tokenizer_reuses_the_encoders_vectors(split, monkeypatch):
     assert calls == ["tokenize", "tokenize"]  # the encoder ran once, each tokenizer once
 
 
+def test_changed_stage_code_misses_the_cache(split, monkeypatch):
+    """The stage keys hold a digest of the encoder's and tokenizer's source: edited code never reuses old output."""
+    import bench.sid as sid_module
+
+    vectors, meta = encode_items("text-tfidf", {"dim": 16}, split, None)
+    first = tokenize_items("random", {}, vectors, meta["cache_key"], split)
+    monkeypatch.setattr(sid_module, "code_digest", lambda *objects: "edited")
+    vectors2, meta2 = encode_items("text-tfidf", {"dim": 16}, split, None)
+    second = tokenize_items("random", {}, vectors2, meta2["cache_key"], split)
+    assert not meta2["cache_hit"] and meta2["cache_key"] != meta["cache_key"]
+    assert not second.info["cache_hit"] and second.info["cache_key"] != first.info["cache_key"]
+
+
+def test_bad_last_costs_from_a_plugin_is_a_clear_error(split, monkeypatch):
+    from methods.tokenizers import RandomIDs
+
+    monkeypatch.setattr(RandomIDs, "last_costs_", np.zeros((split.n_items, 3), np.float32), raising=False)
+    with pytest.raises(ConfigError, match=r"last_costs_ must be \[n_items, last codebook size\]"):
+        tokenize_items("random", {"seed": 123}, np.zeros((split.n_items, 0), np.float32), "bad-costs", split)
+
+
 def test_unknown_tokenizer_parameter_is_a_clear_error(split):
     with pytest.raises(ConfigError, match="has no parameter"):
         tokenize_items("random", {"levels": 2}, np.zeros((split.n_items, 0), np.float32), "k", split)
