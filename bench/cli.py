@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", type=_seeds, default=[0], help="comma-separated seeds (default: 0)")
     run.add_argument("--out", type=Path, default=Path("runs"), help="output folder (default: runs/)")
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    run.add_argument("--precision", default="fp32", choices=["fp32", "tf32"],
+                     help="float32 matmul precision on CUDA: fp32 (exact, default) or tf32 (tensor cores, "
+                          "several times faster, ~1e-3 relative rounding; recorded in the result and its run key)")
     run.add_argument("--budget", default="default", help="named config budget: default or smoke")
     run.add_argument("--set", action="append", default=[], metavar="[METHOD.]KEY=VALUE",
                      help="override a method option (repeatable)")
@@ -234,7 +237,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     run = BenchmarkRun(
         methods=args.methods, dataset=args.dataset, seeds=args.seeds, out=args.out, device=args.device,
-        budget=args.budget, overrides=_key_values(args.set, "--set"),
+        precision=args.precision, budget=args.budget, overrides=_key_values(args.set, "--set"),
         protocol_overrides=_key_values(args.protocol, "--protocol"), force=args.force, quiet=args.quiet, jobs=args.jobs,
     )
     outcomes = run.execute()

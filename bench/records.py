@@ -137,6 +137,13 @@ def gpu_other_processes() -> int | None:
     return len(pids - {str(os.getpid())})
 
 
+def current_precision(device: Any) -> str:
+    """The float32 matmul precision in effect for work on ``device`` (stage caches record it)."""
+    import torch
+
+    return "tf32" if torch.device(device).type == "cuda" and torch.backends.cuda.matmul.allow_tf32 else "fp32"
+
+
 def environment(device: str) -> dict[str, Any]:
     versions = {}
     for name in PACKAGES:

@@ -39,6 +39,19 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+PRECISIONS = ("fp32", "tf32")
+
+
+def apply_precision(precision: str, device: torch.device) -> None:
+    """Set float32 matmul precision for this process: exact fp32, or TF32 tensor cores (CUDA only)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, found {precision!r}")
+    if precision == "tf32" and device.type != "cuda":
+        raise ConfigError(f"--precision tf32 uses CUDA tensor cores, but the device is {device.type}; "
+                          "drop --precision or run with --device cuda")
+    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+
+
 def device_description(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
@@ -102,6 +115,7 @@ class BenchmarkRun:
     seeds: list[int]
     out: Path
     device: str = "auto"
+    precision: str = "fp32"  # float32 matmuls on CUDA: fp32 or tf32
     budget: str = "default"
     overrides: dict[str, Any] = field(default_factory=dict)
     protocol_overrides: dict[str, Any] = field(default_factory=dict)
@@ -135,6 +149,7 @@ class BenchmarkRun:
 
     def _execute_serial(self) -> list[RunOutcome]:
         device = resolve_device(self.device)
+        apply_precision(self.precision, device)
         classes = {m: _method_class(m) for m in self.methods}  # unknown names fail before any work
         per_method = split_overrides(self.methods, self.overrides)
         start = time.perf_counter()
@@ -163,6 +178,8 @@ class BenchmarkRun:
             "protocol": split.protocol.to_dict(),
             "seed": seed,
         }
+        if self.precision != "fp32":  # only then, so fp32 runs keep the keys they had before the option
+            spec["precision"] = self.precision
         key = records.run_key(spec)
         if not self.force and (done := records.finished(folder, key)):
             log.info("reusing finished run %s", folder)
@@ -176,7 +193,7 @@ class BenchmarkRun:
             "run_key": key,
             "sidbench_version": __version__,
             "dataset": {**spec["dataset"], "stats": dataset.stats},
-            "environment": records.environment(device_description(device)),
+            "environment": {**records.environment(device_description(device)), "precision": self.precision},
             "command": command,
             "rerun": self.rerun_command(method, seed, overrides),
         }
@@ -215,6 +232,8 @@ class BenchmarkRun:
     def rerun_command(self, method: str, seed: int, overrides: dict[str, Any]) -> str:
         parts = ["python", "-m", "bench", "run", "--methods", method, "--dataset", self.dataset,
                  "--seeds", str(seed), "--budget", self.budget, "--out", str(self.out)]
+        if self.precision != "fp32":
+            parts += ["--device", "cuda", "--precision", self.precision]
         for key, value in overrides.items():
             parts += ["--set", f"{method}.{key}={value}"]
         for key, value in self.protocol_overrides.items():

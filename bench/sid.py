@@ -19,6 +19,7 @@ from scipy import sparse
 from scipy.optimize import linear_sum_assignment
 
 from bench import registry, stages
+from bench.records import current_precision
 from bench.dataset import code_digest
 from bench.encoder import check_vectors
 from bench.errors import ConfigError
@@ -53,7 +54,8 @@ def encode_items(name: str, params: dict[str, Any], split: Split, ctx: Any) -> t
         encoder = cls(**params).fit(split, ctx)
         vectors = check_vectors(encoder.item_vectors_, split.n_items, f"encoder {name}")
         meta = {"fit_seconds": round(time.perf_counter() - start, 3), "dim": int(vectors.shape[1]),
-                "device": str(ctx.device) if ctx is not None else "cpu", "fit_info": getattr(encoder, "fit_info_", {})}
+                "device": str(ctx.device) if ctx is not None else "cpu",
+                "precision": current_precision(ctx.device if ctx is not None else "cpu"), "fit_info": getattr(encoder, "fit_info_", {})}
         return {"item_vectors": vectors}, meta
 
     arrays, meta = stages.cached("encode", encoder_spec(name, params, split, seed), compute)
@@ -108,7 +110,7 @@ def tokenize_items(name: str, params: dict[str, Any], vectors: np.ndarray, encod
                                   f"{list(expected)}, found {list(costs.shape)}; fix the plugin's last_costs_ "
                                   f"or leave it out (the Hungarian step then treats every move as cost 1)")
             arrays["last_costs"] = costs
-        meta = {"fit_seconds": seconds, "device": device, "fit_info": getattr(tokenizer, "fit_info_", {})}
+        meta = {"fit_seconds": seconds, "device": device, "precision": current_precision(device), "fit_info": getattr(tokenizer, "fit_info_", {})}
         return arrays, meta
 
     spec = {"tokenizer": name, "params": params, "encoder_key": encoder_key, "code": code_digest(cls)}
@@ -120,7 +122,7 @@ def tokenize_items(name: str, params: dict[str, Any], vectors: np.ndarray, encod
         diagnostics["cross_parent_consistency"] = cross_parent_consistency(raw, vectors)
     codes, sizes, report = resolve_collisions(raw, raw_sizes, collisions, arrays.get("last_costs"))
     return SIDs(codes, sizes, raw, raw_sizes, report, diagnostics,
-                {k: meta[k] for k in ("fit_seconds", "device", "fit_info", "cache_key", "cache_hit") if k in meta})
+                {k: meta[k] for k in ("fit_seconds", "device", "precision", "fit_info", "cache_key", "cache_hit") if k in meta})
 
 
 # ----------------------------------------------------------------------------- collisions

@@ -67,12 +67,28 @@ def test_a_failing_method_keeps_the_others_and_exits_nonzero(tmp_path, capsys):
     (["--methods", "pop", "--set", "lr=1"], "no method in this run"),
     (["--methods", "pop", "--protocol", "histroy_len=3"], "unknown protocol option"),
     (["--methods", "pop", "--budget", "huge"], "no budget 'huge'"),
+    (["--methods", "pop", "--device", "cpu", "--precision", "tf32"], "tf32 uses CUDA tensor cores"),
 ])
 def test_bad_input_is_a_clear_error_without_traceback(tmp_path, capsys, args, message):
     assert main(["run", "--out", str(tmp_path), "--quiet", *args]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not list(tmp_path.rglob("result.json"))
+
+
+def test_precision_is_recorded_and_tf32_changes_the_key_and_the_rerun_command(tmp_path):
+    from bench.runner import BenchmarkRun
+
+    assert run(tmp_path) == 0
+    record = json.loads((tmp_path / "synthetic" / "pop" / "seed0" / "result.json").read_text())
+    assert record["environment"]["precision"] == "fp32" and "precision" not in record  # fp32 keys are unchanged
+    assert records.current_precision("cpu") == "fp32"
+    tf32 = BenchmarkRun(methods=["pop"], dataset="synthetic", seeds=[0], out=tmp_path, precision="tf32")
+    assert tf32.rerun_command("pop", 0, {}).endswith("--device cuda --precision tf32")
+    spec = {k: record[k] for k in ("method", "method_class", "budget", "config", "protocol", "seed")}
+    spec["dataset"] = {k: record["dataset"][k] for k in ("name", "checksum")}
+    assert records.run_key(spec) == record["run_key"]
+    assert records.run_key({**spec, "precision": "tf32"}) != record["run_key"]
 
 
 def test_atomic_write_leaves_no_partial_file(tmp_path):

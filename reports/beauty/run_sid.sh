@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The exact commands behind reports/beauty/sid/ (issues 4 and 5), run on one H100 through the device tool,
-# with RUNS naming the output folder (the runs land in $RUNS/loo-full).
+# with RUNS naming the output folder (the runs land in $RUNS/loo-full) and PRECISION the float32 matmul
+# precision (fp32, the default, or tf32: the 3-seed grid of issue 5 ran with tf32, see sid-tf32/README.md).
 #
 #   bash reports/beauty/run_sid.sh A                  tiger alone (the speed figures of issue 4)
 #   bash reports/beauty/run_sid.sh B                  random-t5 alone
@@ -22,7 +23,7 @@
 # file; every other stage (FAMAE, SASRec embeddings, tokenizers, generators) runs on the device.
 set -u
 OUT=${RUNS:-reports/beauty/sid}
-RUN="python3 -m bench run --dataset beauty --device cuda --quiet"
+RUN="python3 -m bench run --dataset beauty --device cuda --quiet --precision ${PRECISION:-fp32}"
 LEFT="sid:famae+rqvae:0 sid:famae+hkmeans:0 sid:sasrec-emb+gaoq:0 sid:text-st+gaoq:0 resid:1 tiger:1 resid:2 tiger:2"
 for s in 1 2; do
   for m in sid:famae+rqvae sid:famae+hkmeans sid:sasrec-emb+gaoq sid:text-st+gaoq; do LEFT="$LEFT $m:$s"; done
