@@ -82,7 +82,7 @@ class SIDMethod(Method):
         sids = self.sids_
         ctx.extra["sid"] = {
             "encoder": {"name": encoder, "params": encoder_params,
-                        **{k: encoded[k] for k in ("fit_seconds", "dim", "device", "precision", "fit_info", "cache_key", "cache_hit")}},
+                        **{k: encoded[k] for k in ("fit_seconds", "dim", "device", "precision", "fit_info", "cache_key", "cache_hit") if k in encoded}},
             "tokenizer": {"name": self.tokenizer_name, "params": self.tokenizer_params(ctx.seed), **sids.info},
             "collisions": sids.collisions,
             "diagnostics": sids.diagnostics,
