@@ -49,8 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, default=Path("runs"), help="output folder (default: runs/)")
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     run.add_argument("--precision", default="fp32", choices=["fp32", "tf32"],
-                     help="float32 matmul precision on CUDA: fp32 (exact, default) or tf32 (tensor cores, "
-                          "several times faster, ~1e-3 relative rounding; recorded in the result and its run key)")
+                     help="float32 matmuls on CUDA outside the trainers' bf16 autocast (RQ-VAE fit, scoring): "
+                          "fp32 (default) or tf32 tensor cores; recorded in the result and, for tf32, its run key")
     run.add_argument("--budget", default="default", help="named config budget: default or smoke")
     run.add_argument("--set", action="append", default=[], metavar="[METHOD.]KEY=VALUE",
                      help="override a method option (repeatable)")

@@ -537,6 +537,17 @@ def cost_section(table: Table) -> dict[str, Any]:
             "device": devices[0] if len(devices) == 1 else None}  # one device: said once, under the table
 
 
+def _precision_by_method(table: Table) -> str:
+    """``fp32: a, b; tf32: c`` (records from before ``run --precision`` ran at the fp32 default)."""
+    methods: dict[str, set[str]] = defaultdict(set)
+    for run in table.runs:
+        precision = (run.record.get("environment") or {}).get("precision") or "fp32 (default, not recorded)"
+        methods[precision].add(run.method)
+    if len(methods) == 1:
+        return next(iter(methods))
+    return "; ".join(f"{p}: {', '.join(sorted(ms))}" for p, ms in sorted(methods.items()))
+
+
 def environment_section(table: Table) -> list[tuple[str, str]]:
     """Git commits, versions, python, platform and devices of the table's runs (every distinct value)."""
     envs = [r.record.get("environment") or {} for r in table.runs]
@@ -555,7 +566,8 @@ def environment_section(table: Table) -> list[tuple[str, str]]:
              ("sidbench", distinct(r.record.get("sidbench_version") for r in table.runs)),
              ("python", distinct(e.get("python") for e in envs)),
              ("platform", distinct(e.get("platform") for e in envs)),
-             ("device", distinct(e.get("device") for e in envs))]
+             ("device", distinct(e.get("device") for e in envs)),
+             ("float32 matmul precision", _precision_by_method(table))]
     packages = _ordered_keys(e.get("packages") or {} for e in envs)
     items += [(name, distinct((e.get("packages") or {}).get(name) for e in envs)) for name in sorted(packages)]
     dataset = sorted({(r.record.get("dataset") or {}).get("checksum") or "" for r in table.runs} - {""})

@@ -139,6 +139,10 @@ def test_sid_diagnostics_proxy_and_tokenizer_time_are_rendered_generically(runs,
             levels = [{"level": lv, "codebook_size": 16, "codes_used": 10 + lv + i, "usage": (10 + lv + i) / 16,
                        "conditional_entropy_bits": 3.0 - lv * 0.5 + 0.1 * seed} for lv in range(3)]
             record["environment"]["gpu_other_processes"] = 2 if name == "sid-c" and seed == 1 else 0
+            if name == "sid-b":
+                record["environment"]["precision"] = "tf32"
+            elif name == "sid-c":
+                del record["environment"]["precision"]  # a record from before run --precision
             record["extra"] = {"sid": {"diagnostics": {"levels": levels, "collision_rate": 0.01 * i,
                                                        "max_collision_group": 2 + i, "fit_seconds": 1.5 + i}},
                                "proxy": {"famae": 0.1 * i + 0.01 * seed, "recon_mse": 1.0 - 0.1 * i},
@@ -153,6 +157,7 @@ def test_sid_diagnostics_proxy_and_tokenizer_time_are_rendered_generically(runs,
     cost = html.split("<h3>Cost</h3>")[1].split("</table>")[0]  # a SID method's generator epochs are its epochs
     assert "<td>70, 71</td><td>54, 54</td>" in cost
     assert html.count('title="1 of 2 runs shared the GPU"') == 1 and "their times are upper bounds" in html
+    assert "fp32: sid-a; fp32 (default, not recorded): sid-c; tf32: sid-b" in html
     assert (out / "plots" / "synthetic-history-20-levels.svg").is_file()
     assert (out / "plots" / "synthetic-history-20-quality-vs-time.png").is_file()
     tex = (out / "tables.tex").read_text()
