@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--precision", default="fp32", choices=["fp32", "tf32"],
                      help="float32 matmuls on CUDA outside the trainers' bf16 autocast (RQ-VAE fit, scoring): "
                           "fp32 (default) or tf32 tensor cores; recorded in the result and, for tf32, its run key")
+    run.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                     help="run the trainers' loss steps through torch.compile (backend inductor unless named); "
+                          "recorded in the result and its run key")
     run.add_argument("--budget", default="default", help="named config budget: default or smoke")
     run.add_argument("--set", action="append", default=[], metavar="[METHOD.]KEY=VALUE",
                      help="override a method option (repeatable)")
@@ -237,7 +240,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     run = BenchmarkRun(
         methods=args.methods, dataset=args.dataset, seeds=args.seeds, out=args.out, device=args.device,
-        precision=args.precision, budget=args.budget, overrides=_key_values(args.set, "--set"),
+        precision=args.precision, compile=args.compile, budget=args.budget, overrides=_key_values(args.set, "--set"),
         protocol_overrides=_key_values(args.protocol, "--protocol"), force=args.force, quiet=args.quiet, jobs=args.jobs,
     )
     outcomes = run.execute()

@@ -52,6 +52,15 @@ def apply_precision(precision: str, device: torch.device) -> None:
     torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
 
 
+def check_compile_backend(backend: str | None) -> None:
+    if backend is None:
+        return
+    known = torch.compiler.list_backends(exclude_tags=())
+    if backend not in known:
+        raise ConfigError(f"--compile {backend}: torch.compile has no such backend; known: {', '.join(sorted(known))} "
+                          "(plain --compile means inductor)")
+
+
 def device_description(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
@@ -116,6 +125,7 @@ class BenchmarkRun:
     out: Path
     device: str = "auto"
     precision: str = "fp32"  # float32 matmuls on CUDA: fp32 or tf32
+    compile: str | None = None  # torch.compile backend for the trainers' loss steps (inductor), or None
     budget: str = "default"
     overrides: dict[str, Any] = field(default_factory=dict)
     protocol_overrides: dict[str, Any] = field(default_factory=dict)
@@ -150,6 +160,7 @@ class BenchmarkRun:
     def _execute_serial(self) -> list[RunOutcome]:
         device = resolve_device(self.device)
         apply_precision(self.precision, device)
+        check_compile_backend(self.compile)
         classes = {m: _method_class(m) for m in self.methods}  # unknown names fail before any work
         per_method = split_overrides(self.methods, self.overrides)
         start = time.perf_counter()
@@ -180,12 +191,15 @@ class BenchmarkRun:
         }
         if self.precision != "fp32":  # only then, so fp32 runs keep the keys they had before the option
             spec["precision"] = self.precision
+        if self.compile:  # likewise: compiled kernels round differently
+            spec["compile"] = self.compile
         key = records.run_key(spec)
         if not self.force and (done := records.finished(folder, key)):
             log.info("reusing finished run %s", folder)
             return RunOutcome(method, seed, folder, done, reused=True)
         seed_everything(seed)
-        ctx = FitContext(device=device, seed=seed, valid=Evaluator(split, "valid", device), quiet=self.quiet)
+        ctx = FitContext(device=device, seed=seed, valid=Evaluator(split, "valid", device), quiet=self.quiet,
+                         compile=self.compile)
         ctx.timings["prepare_data"] = prepare_s
         command = "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
         base = {
@@ -193,7 +207,8 @@ class BenchmarkRun:
             "run_key": key,
             "sidbench_version": __version__,
             "dataset": {**spec["dataset"], "stats": dataset.stats},
-            "environment": {**records.environment(device_description(device)), "precision": self.precision},
+            "environment": {**records.environment(device_description(device)), "precision": self.precision,
+                            "compile": self.compile},
             "command": command,
             "rerun": self.rerun_command(method, seed, overrides),
         }
@@ -234,6 +249,8 @@ class BenchmarkRun:
                  "--seeds", str(seed), "--budget", self.budget, "--out", str(self.out)]
         if self.precision != "fp32":
             parts += ["--device", "cuda", "--precision", self.precision]
+        if self.compile:
+            parts += ["--compile", self.compile]
         for key, value in overrides.items():
             parts += ["--set", f"{method}.{key}={value}"]
         for key, value in self.protocol_overrides.items():

@@ -1,5 +1,6 @@
 """One trainer for every neural method: AdamW, warm-up + constant or cosine schedule, bf16 autocast on
-CUDA, validation after every ``eval_every`` epochs, early stopping with patience and best-checkpoint restore."""
+CUDA, validation after every ``eval_every`` epochs, early stopping with patience and best-checkpoint restore;
+optionally the loss step through ``torch.compile`` (``run --compile``)."""
 
 from __future__ import annotations
 
@@ -80,6 +81,8 @@ class Trainer:
         select = select or ctx.valid.split.protocol.select_metric
         best, best_epoch, best_state, stale = -math.inf, -1, None, 0
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+        if ctx.compile:  # fused kernels for forward and backward; validation still runs the eager model
+            loss_fn = torch.compile(loss_fn, backend=ctx.compile)
         train_seconds = 0.0
         for epoch in range(cfg.epochs):
             start = time.perf_counter()

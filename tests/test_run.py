@@ -68,6 +68,7 @@ def test_a_failing_method_keeps_the_others_and_exits_nonzero(tmp_path, capsys):
     (["--methods", "pop", "--protocol", "histroy_len=3"], "unknown protocol option"),
     (["--methods", "pop", "--budget", "huge"], "no budget 'huge'"),
     (["--methods", "pop", "--device", "cpu", "--precision", "tf32"], "tf32 uses CUDA tensor cores"),
+    (["--methods", "pop", "--compile", "inductr"], "torch.compile has no such backend"),
 ])
 def test_bad_input_is_a_clear_error_without_traceback(tmp_path, capsys, args, message):
     assert main(["run", "--out", str(tmp_path), "--quiet", *args]) == 2
@@ -89,6 +90,20 @@ def test_precision_is_recorded_and_tf32_changes_the_key_and_the_rerun_command(tm
     spec["dataset"] = {k: record["dataset"][k] for k in ("name", "checksum")}
     assert records.run_key(spec) == record["run_key"]
     assert records.run_key({**spec, "precision": "tf32"}) != record["run_key"]
+
+
+def test_compile_runs_the_trainer_through_torch_compile_and_is_recorded(tmp_path):
+    """The eager backend traces the loss step without generating code: the same numbers, another run key."""
+    args = ["run", "--methods", "sasrec", "--dataset", "synthetic", "--budget", "smoke", "--quiet",
+            "--set", "epochs=2", "--device", "cpu"]
+    assert main([*args, "--out", str(tmp_path / "plain")]) == 0
+    assert main([*args, "--out", str(tmp_path / "compiled"), "--compile", "eager"]) == 0
+    plain, compiled = (json.loads((tmp_path / name / "synthetic" / "sasrec" / "seed0" / "result.json").read_text())
+                       for name in ("plain", "compiled"))
+    assert compiled["environment"]["compile"] == "eager" and plain["environment"]["compile"] is None
+    assert compiled["run_key"] != plain["run_key"] and "--compile eager" in compiled["rerun"]
+    assert compiled["metrics"]["test"] == pytest.approx(plain["metrics"]["test"], rel=1e-5)
+    assert [p["loss"] for p in compiled["curve"]] == pytest.approx([p["loss"] for p in plain["curve"]], rel=1e-5)
 
 
 def test_atomic_write_leaves_no_partial_file(tmp_path):
