@@ -14,25 +14,18 @@ encoder's proxy metrics.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import numpy as np
 
 from bench.errors import ConfigError
+from bench.plugin import Plugin
 
 
-class Encoder:
-    """Base class for item encoders: parameter introspection, like ``bench.tokenizer.Tokenizer``."""
+class Encoder(Plugin):
+    """Base class for item encoders (parameter introspection as for tokenizers)."""
 
     reads_sequences: bool = False
-
-    @classmethod
-    def param_names(cls) -> list[str]:
-        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-
-    def get_params(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.param_names()}
 
     def fit(self, split: Any, ctx: Any = None) -> "Encoder":
         raise NotImplementedError

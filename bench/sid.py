@@ -24,7 +24,8 @@ from bench.dataset import code_digest
 from bench.encoder import check_vectors
 from bench.errors import ConfigError
 from bench.protocol import Split
-from bench.tokenizer import tokenizer_defaults, validate_codes
+from bench.plugin import plugin_defaults
+from bench.tokenizer import validate_codes
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def encode_items(name: str, params: dict[str, Any], split: Split, ctx: Any) -> t
     """Item vectors ``[n_items, dim]`` from encoder ``name`` (cached), and facts about them."""
     cls = registry.get("encoder", name)
     _check_params(cls, params, "encoder", name)
-    params = {**tokenizer_defaults(cls), **params}
+    params = {**plugin_defaults(cls, "encoder"), **params}
     seed = ctx.seed if ctx is not None else 0
 
     def compute():
@@ -91,7 +92,7 @@ def tokenize_items(name: str, params: dict[str, Any], vectors: np.ndarray, encod
         raise ConfigError(f"collisions must be one of {COLLISION_METHODS}, found {collisions!r}")
     cls = registry.get("tokenizer", name)
     _check_params(cls, params, "tokenizer", name)
-    params = {**tokenizer_defaults(cls), **params}
+    params = {**plugin_defaults(cls, "tokenizer"), **params}
 
     def compute():
         tokenizer = cls(**params)

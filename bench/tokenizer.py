@@ -20,27 +20,19 @@ pipeline sets it). Stochastic tokenizers take ``seed``.
 
 from __future__ import annotations
 
-import inspect
 import time
 from typing import Any
 
 import numpy as np
 
 from bench.errors import ConfigError
+from bench.plugin import Plugin, plugin_defaults
 
 
-class Tokenizer:
+class Tokenizer(Plugin):
     """Base class for tokenizers: parameter introspection and ``encode``."""
 
     device: str = "cpu"
-
-    @classmethod
-    def param_names(cls) -> list[str]:
-        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-
-    def get_params(self) -> dict[str, Any]:
-        """Hyperparameters as constructor arguments (what the stage cache keys on)."""
-        return {name: getattr(self, name) for name in self.param_names()}
 
     def fit(self, item_vectors: np.ndarray, dataset: Any = None) -> "Tokenizer":
         raise NotImplementedError
@@ -48,18 +40,6 @@ class Tokenizer:
     def encode(self) -> np.ndarray:
         """The learned codes ``[n_items, n_levels]``."""
         return self.codes_
-
-
-def tokenizer_defaults(cls: type) -> dict[str, Any]:
-    """The constructor's defaults; every hyperparameter must have one (``check_tokenizer`` says so)."""
-    out = {}
-    for name, param in inspect.signature(cls.__init__).parameters.items():
-        if name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            continue
-        if param.default is inspect.Parameter.empty:
-            raise ConfigError(f"tokenizer {cls.__name__}: parameter {name!r} needs a default value")
-        out[name] = param.default
-    return out
 
 
 def validate_codes(codes: Any, codebook_sizes: Any, n_items: int, who: str) -> np.ndarray:
@@ -100,7 +80,7 @@ def check_tokenizer(cls: type, n_items: int = 300, dim: int = 16, dataset: Any =
     ``fit``. Returns facts about the fit (levels, sizes, fit seconds) for the
     caller's own asserts.
     """
-    defaults = tokenizer_defaults(cls)
+    defaults = plugin_defaults(cls, "tokenizer")
     unknown = set(params) - set(defaults)
     assert not unknown, f"{cls.__name__} has no parameters {sorted(unknown)}; it has {sorted(defaults)}"
     tok = cls(**params)

@@ -29,7 +29,7 @@ from bench.generator import Generator, GeneratorConfig
 from bench.method import FitContext, Method, _coerce
 from bench.protocol import Split
 from bench.sid import encode_items, tokenize_items
-from bench.tokenizer import tokenizer_defaults
+from bench.plugin import plugin_defaults
 
 TOK = "tok_"
 DEFAULT_TEXT_ENCODER = "text-st"
@@ -41,7 +41,7 @@ SMOKE_GENERATOR = {"d_model": 32, "n_enc_layers": 1, "n_dec_layers": 1, "n_heads
 
 def parse_options(text: str, cls: type, who: str) -> dict[str, Any]:
     """``"key=value;key=value"`` checked against ``cls``'s constructor and typed by its defaults."""
-    defaults = tokenizer_defaults(cls)
+    defaults = plugin_defaults(cls, who.split()[0])
     out: dict[str, Any] = {}
     for pair in filter(None, (p.strip() for p in text.split(";"))):
         key, eq, value = pair.partition("=")
@@ -110,7 +110,7 @@ def sid_method(name: str, encoder: str, tokenizer: str, description: str,
     encoder's and tokenizer's ``smoke_params`` class attributes, if they have any.
     """
     tok_cls = registry.get("tokenizer", tokenizer)
-    tok_defaults = {**tokenizer_defaults(tok_cls), **(tokenizer_params or {})}
+    tok_defaults = {**plugin_defaults(tok_cls, "tokenizer"), **(tokenizer_params or {})}
     if "seed" in tok_defaults:
         tok_defaults["seed"] = None  # None: the run's seed
     fields: list[tuple[str, type, Any]] = [

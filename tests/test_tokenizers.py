@@ -195,3 +195,23 @@ def test_precomputed_beauty_rqvae_native(mirror):
     assert len({tuple(r) for r in tok.codes_}) == 11499
     with pytest.raises(DataError, match="missing"):
         Precomputed(index="rqvae_native", key_offset=0).fit(None, ds)
+
+
+def test_plugins_without_parameter_defaults_are_named_by_kind():
+    from bench.encoder import Encoder
+    from bench.plugin import plugin_defaults
+    from bench.tokenizer import Tokenizer
+
+    class NoDefaultEncoder(Encoder):
+        def __init__(self, dim, scale=1.0):
+            self.dim, self.scale = dim, scale
+
+    class FineTokenizer(Tokenizer):
+        def __init__(self, levels=2, seed=None):
+            self.levels, self.seed = levels, seed
+
+    with pytest.raises(ConfigError, match="encoder NoDefaultEncoder: parameter 'dim' needs a default value"):
+        plugin_defaults(NoDefaultEncoder, "encoder")
+    assert plugin_defaults(FineTokenizer, "tokenizer") == {"levels": 2, "seed": None}
+    assert FineTokenizer(levels=3).get_params() == {"levels": 3, "seed": None}
+    assert NoDefaultEncoder.param_names() == ["dim", "scale"]
