@@ -140,7 +140,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     from bench.records import _jsonable
     from bench.runner import resolve_device
     from bench.sid import encode_items, tokenize_items
-    from methods.sid import DEFAULT_TEXT_ENCODER, parse_options
+    from methods.sid import DEFAULT_TEXT_ENCODER, encoder_proxies, parse_options
 
     device = resolve_device(args.device)
     dataset = load_dataset(args.dataset)
@@ -158,9 +158,12 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     print(f"{args.tokenizer} on {dataset.name} ({encoder} vectors, {vectors.shape[1]}-d); fit "
           f"{sids.info['fit_seconds']} s on {sids.info['device']}{' (cached)' if sids.info.get('cache_hit') else ''}")
     print(format_diagnostics(sids.diagnostics, sids.collisions))
+    proxies = encoder_proxies(encoded)
+    print(f"encoder proxies ({encoder}): " + ", ".join(f"{name} {value:.4f}" for name, value in proxies.items()))
     if args.json:
         payload = {"dataset": dataset.name, "encoder": encoder, "tokenizer": args.tokenizer, "params": tok_params,
-                   "diagnostics": sids.diagnostics, "collisions": sids.collisions, "info": sids.info}
+                   "diagnostics": sids.diagnostics, "collisions": sids.collisions, "info": sids.info,
+                   "encoder_proxies": proxies}
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(payload, indent=2, sort_keys=True, default=_jsonable) + "\n")
     return 0

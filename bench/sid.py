@@ -10,21 +10,25 @@ collisions). The generator (G) lives in ``bench.generator``.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from scipy import sparse
 from scipy.optimize import linear_sum_assignment
 
 from bench import registry, stages
-from bench.records import current_precision
 from bench.dataset import code_digest
 from bench.encoder import check_vectors
 from bench.errors import ConfigError
-from bench.protocol import Split
+from bench.evaluate import metrics_from_ranks
 from bench.plugin import plugin_defaults
+from bench.protocol import Split
+from bench.records import current_precision
 from bench.tokenizer import validate_codes
 
 log = logging.getLogger(__name__)
@@ -49,18 +53,56 @@ def encode_items(name: str, params: dict[str, Any], split: Split, ctx: Any) -> t
     _check_params(cls, params, "encoder", name)
     params = {**plugin_defaults(cls, "encoder"), **params}
     seed = ctx.seed if ctx is not None else 0
+    device = ctx.device if ctx is not None else "cpu"
 
     def compute():
         start = time.perf_counter()
         encoder = cls(**params).fit(split, ctx)
         vectors = check_vectors(encoder.item_vectors_, split.n_items, f"encoder {name}")
-        meta = {"fit_seconds": round(time.perf_counter() - start, 3), "dim": int(vectors.shape[1]),
-                "device": str(ctx.device) if ctx is not None else "cpu",
-                "precision": current_precision(ctx.device if ctx is not None else "cpu"), "fit_info": getattr(encoder, "fit_info_", {})}
+        seconds = round(time.perf_counter() - start, 3)
+        meta = {"fit_seconds": seconds, "dim": int(vectors.shape[1]), "device": str(device),
+                "precision": current_precision(device), "fit_info": getattr(encoder, "fit_info_", {}),
+                "vector_proxy": vector_proxies(vectors, split, device)}
         return {"item_vectors": vectors}, meta
 
     arrays, meta = stages.cached("encode", encoder_spec(name, params, split, seed), compute)
+    if "vector_proxy" not in meta:  # an entry cached before the vector proxy existed
+        meta["vector_proxy"] = vector_proxies(arrays["item_vectors"], split, device)
     return arrays["item_vectors"], meta
+
+
+def vector_proxies(vectors: np.ndarray, split: Split, device: Any = "cpu", k: int = 10) -> dict[str, dict[str, float]]:
+    """``{stage: {"vector_recall@k": value}}`` for valid and test: the model-free proxy any encoder gets."""
+    return {stage: {f"vector_recall@{k}": vector_proxy_recall(vectors, split, k, stage, device)}
+            for stage in ("valid", "test")}
+
+
+@torch.no_grad()
+def vector_proxy_recall(item_vectors: np.ndarray, split: Split, k: int = 10, stage: str = "valid",
+                        device: torch.device | str = "cpu", batch_size: int = 1024) -> float:
+    """Item-to-item Recall@k of any item vectors: does the next item sit among the last item's k nearest neighbours?
+
+    For each user, all items except the user's last history item are ranked by
+    cosine similarity to that item's vector; the value is the mean Recall@k of
+    the ``stage`` target (``valid``: last training item -> validation target).
+    A repeat of the last item counts as a miss; ties count as their expectation,
+    so vectors of width 0 score chance, k / (n_items - 1). It measures how much
+    next-item signal the raw vectors carry, with no model on top.
+    """
+    hist, targets = split.eval_inputs(stage)
+    unit = F.normalize(torch.as_tensor(np.asarray(item_vectors), dtype=torch.float32, device=device), dim=-1)
+    last_items = torch.as_tensor(hist[:, -1], device=device)
+    targets = torch.as_tensor(targets, device=device)
+    total = 0.0
+    for start in range(0, len(targets), batch_size):
+        last, target = last_items[start:start + batch_size], targets[start:start + batch_size]
+        scores = unit[last] @ unit.T
+        scores[torch.arange(len(last), device=device), last] = -math.inf
+        target_score = scores.gather(1, target[:, None])
+        greater = (scores > target_score).sum(1)
+        equal = (scores == target_score).sum(1) - 1
+        total += float(metrics_from_ranks(greater, equal, (k,))[f"recall@{k}"].sum())
+    return total / max(1, len(targets))
 
 
 # ----------------------------------------------------------------------------- Q-stage

@@ -209,34 +209,6 @@ def proxy_metrics(model: FAMAEModel, histories: torch.Tensor | np.ndarray, targe
     return {f"{name}@{k}": value / max(1, len(targets)) for name, value in sums.items()}
 
 
-@torch.no_grad()
-def vector_proxy_recall(item_vectors: np.ndarray, split: Split, k: int = 10, stage: str = "valid",
-                        device: torch.device | str = "cpu", batch_size: int = 1024) -> float:
-    """Item-to-item Recall@k of any item vectors: does the next item sit among the last item's k nearest neighbours?
-
-    For each user, all items except the user's last history item are ranked by
-    cosine similarity to that item's vector; the value is the mean Recall@k of
-    the ``stage`` target (``valid``: last training item -> validation target).
-    A repeat of the last item counts as a miss; ties count as their expectation,
-    so vectors of width 0 score chance, k / (n_items - 1). It measures how much
-    next-item signal the raw vectors carry, with no model on top.
-    """
-    hist, targets = split.eval_inputs(stage)
-    unit = F.normalize(torch.as_tensor(np.asarray(item_vectors), dtype=torch.float32, device=device), dim=-1)
-    last_items = torch.as_tensor(hist[:, -1], device=device)
-    targets = torch.as_tensor(targets, device=device)
-    total = 0.0
-    for start in range(0, len(targets), batch_size):
-        last, target = last_items[start:start + batch_size], targets[start:start + batch_size]
-        scores = unit[last] @ unit.T
-        scores[torch.arange(len(last), device=device), last] = -math.inf
-        target_score = scores.gather(1, target[:, None])
-        greater = (scores > target_score).sum(1)
-        equal = (scores == target_score).sum(1) - 1
-        total += float(metrics_from_ranks(greater, equal, (k,))[f"recall@{k}"].sum())
-    return total / max(1, len(targets))
-
-
 def holdout_split(split: Split) -> Split:
     """A split of the training sequences alone: each user's last training item is the validation (and test) target.
 

@@ -27,9 +27,9 @@ from bench.dataset import get_recipe
 from bench.errors import ConfigError
 from bench.generator import Generator, GeneratorConfig
 from bench.method import FitContext, Method, _coerce
+from bench.plugin import plugin_defaults
 from bench.protocol import Split
 from bench.sid import encode_items, tokenize_items
-from bench.plugin import plugin_defaults
 
 TOK = "tok_"
 DEFAULT_TEXT_ENCODER = "text-st"
@@ -37,6 +37,16 @@ DEFAULT_TEXT_ENCODER = "text-st"
 # the generator at smoke size: seconds on a CPU, for tests
 SMOKE_GENERATOR = {"d_model": 32, "n_enc_layers": 1, "n_dec_layers": 1, "n_heads": 2, "d_head": 16, "d_ff": 64,
                    "epochs": 3, "batch_size": 256, "eval_every": 1, "patience": 2, "lr": 3e-3, "warmup_steps": 0}
+
+
+def encoder_proxies(encoded: dict[str, Any]) -> dict[str, float]:
+    """``{"metric (stage)": value}``: the model-free vector proxy every encoder gets, and the encoder's own (FAMAE's)."""
+    per_stage: dict[str, dict[str, float]] = {}
+    for source in (encoded.get("vector_proxy", {}), encoded["fit_info"].get("proxy", {})):
+        for stage, values in source.items():
+            per_stage.setdefault(stage, {}).update(values)
+    return {f"{name} ({stage})": value for stage, values in sorted(per_stage.items())
+            for name, value in sorted(values.items())}
 
 
 def parse_options(text: str, cls: type, who: str) -> dict[str, Any]:
@@ -82,15 +92,13 @@ class SIDMethod(Method):
         sids = self.sids_
         ctx.extra["sid"] = {
             "encoder": {"name": encoder, "params": encoder_params,
-                        **{k: encoded[k] for k in ("fit_seconds", "dim", "device", "precision", "fit_info", "cache_key", "cache_hit") if k in encoded}},
+                        **{k: encoded[k] for k in ("fit_seconds", "dim", "device", "precision", "fit_info", "cache_key", "cache_hit", "vector_proxy")
+                           if k in encoded}},
             "tokenizer": {"name": self.tokenizer_name, "params": self.tokenizer_params(ctx.seed), **sids.info},
             "collisions": sids.collisions,
             "diagnostics": sids.diagnostics,
         }
-        proxy = encoded["fit_info"].get("proxy", {})  # the encoder's own quality proxies (FAMAE's), per split
-        if proxy:
-            ctx.extra["proxy"] = {f"{name} ({stage})": value for stage, values in sorted(proxy.items())
-                                  for name, value in sorted(values.items())}
+        ctx.extra["proxy"] = encoder_proxies(encoded)
         gen_config = GeneratorConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(GeneratorConfig)})
         with ctx.stage("generator"):
             self.generator_ = Generator(gen_config).fit(split, sids.codes, sids.codebook_sizes, ctx)

@@ -9,14 +9,13 @@ import torch
 
 from bench.dataset import load_dataset
 from bench.protocol import Protocol, Split
-from bench.sid import encode_items
+from bench.sid import encode_items, vector_proxy_recall
 from methods.famae import (
     FAMAE,
     FAMAEModel,
     draw_field_mask,
     famae_loss,
     proxy_metrics,
-    vector_proxy_recall,
 )
 from methods.sasrec_emb import SASRecEmb
 

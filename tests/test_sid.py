@@ -134,6 +134,9 @@ def test_sid_composition_runs_end_to_end_on_synthetic(tmp_path, capsys):
     assert {"encode", "tokenize", "generator"} <= set(record["timings"])
     assert 0 < record["metrics"]["test"]["recall@20"] <= 1
     assert record["rerun"].startswith("python -m bench run --methods sid:text-tfidf+rqkmeans")
+    # every encoder gets the model-free vector proxy, so the report can set encoders side by side
+    assert set(record["extra"]["proxy"]) == {"vector_recall@10 (test)", "vector_recall@10 (valid)"}
+    assert 0 <= record["extra"]["proxy"]["vector_recall@10 (valid)"] <= 1
 
 
 def test_bad_composition_is_a_clear_error(tmp_path, capsys):
@@ -146,8 +149,9 @@ def test_diagnose_prints_levels_and_collisions(tmp_path, capsys):
     assert main(["diagnose", "--tokenizer", "lsh", "--dataset", "synthetic", "--set", "bits_per_level=4",
                  "--device", "cpu", "--json", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "H(c_l|c_<l)" in text and "collision_rate" in text
+    assert "H(c_l|c_<l)" in text and "collision_rate" in text and "vector_recall@10 (valid)" in text
     saved = json.loads(out.read_text())
+    assert set(saved["encoder_proxies"]) == {"vector_recall@10 (test)", "vector_recall@10 (valid)"}
     assert saved["diagnostics"]["levels"][0]["codebook_size"] == 16
 
 
@@ -192,6 +196,7 @@ def test_resid_runs_end_to_end_on_synthetic_with_the_smoke_budget(tmp_path, caps
     sid = record["extra"]["sid"]
     assert sid["encoder"]["name"] == "famae" and sid["tokenizer"]["name"] == "gaoq"
     assert sid["collisions"]["levels_added"] == 0 and sid["diagnostics"]["collision_rate"] == 0.0  # GAOQ is collision-free
-    assert set(record["extra"]["proxy"]) >= {"proxy_item_recall@10 (valid)", "proxy_id_recall@10 (valid)"}
+    assert set(record["extra"]["proxy"]) >= {"proxy_item_recall@10 (valid)", "proxy_id_recall@10 (valid)",
+                                             "vector_recall@10 (valid)", "vector_recall@10 (test)"}
     assert record["config"]["d_ff"] == 64 and record["config"]["beam"] == 50  # smoke sizes, ReSID's beam
     assert 0 < record["metrics"]["test"]["recall@20"] <= 1
