@@ -5,6 +5,7 @@ from bench.registry import register, register_lazy
 
 METHODS = {
     "pop": ("methods.pop:Pop", "Most popular items first (training counts); the floor any method must clear"),
+    "knn-last": ("methods.knn:LastItemKNN", "Last-item kNN: cosine neighbours of the latest item in an encoder's vectors"),
     "sasrec": ("methods.sasrec:SASRec", "SASRec, full-softmax cross-entropy over all items"),
     "sasrec-bce": ("methods.sasrec:SASRecBCE", "SASRec as in the paper: BCE with one sampled negative"),
     "sasrec-star": ("methods.sasrec:SASRecStar", "SASRec*: ID embedding + structured item-field embeddings"),

@@ -134,20 +134,18 @@ def format_diagnostics(diagnostics: dict[str, Any], collisions: dict[str, Any] |
 def cmd_diagnose(args: argparse.Namespace) -> int:
     import json
 
-    from bench.dataset import get_recipe, load_dataset
+    from bench.dataset import load_dataset
     from bench.method import FitContext
     from bench.protocol import Protocol, Split
     from bench.records import _jsonable
     from bench.runner import resolve_device
     from bench.sid import encode_items, tokenize_items
-    from methods.sid import DEFAULT_TEXT_ENCODER, encoder_proxies, parse_options
+    from methods.sid import encoder_proxies, parse_options, resolve_encoder
 
     device = resolve_device(args.device)
     dataset = load_dataset(args.dataset)
     split = Split(dataset, Protocol.from_options(dataset.protocol_defaults, {}))
-    encoder = args.encoder
-    if encoder == "text":
-        encoder = get_recipe(dataset.name).sid.get("text_encoder", DEFAULT_TEXT_ENCODER)
+    encoder = resolve_encoder(args.encoder, dataset.name)
     enc_params = parse_options(";".join(args.encoder_set), registry.get("encoder", encoder), f"encoder {encoder}")
     tok_params = parse_options(";".join(args.set), registry.get("tokenizer", args.tokenizer), f"tokenizer {args.tokenizer}")
     ctx = FitContext(device=device, seed=args.seed, valid=None)  # type: ignore[arg-type]

@@ -39,6 +39,13 @@ SMOKE_GENERATOR = {"d_model": 32, "n_enc_layers": 1, "n_dec_layers": 1, "n_heads
                    "epochs": 3, "batch_size": 256, "eval_every": 1, "patience": 2, "lr": 3e-3, "warmup_steps": 0}
 
 
+def resolve_encoder(name: str, dataset: str) -> str:
+    """``text`` means the dataset's text encoder (its recipe's ``[sid] text_encoder``); other names stay."""
+    if name == "text":
+        return get_recipe(dataset).sid.get("text_encoder", DEFAULT_TEXT_ENCODER)
+    return name
+
+
 def encoder_proxies(encoded: dict[str, Any]) -> dict[str, float]:
     """``{"metric (stage)": value}``: the model-free vector proxy every encoder gets, and the encoder's own (FAMAE's)."""
     per_stage: dict[str, dict[str, float]] = {}
@@ -68,10 +75,7 @@ class SIDMethod(Method):
     tokenizer_name: str = ""
 
     def resolve_encoder(self, split: Split) -> str:
-        name = self.config.encoder
-        if name == "text":
-            name = get_recipe(split.dataset.name).sid.get("text_encoder", DEFAULT_TEXT_ENCODER)
-        return name
+        return resolve_encoder(self.config.encoder, split.dataset.name)
 
     def tokenizer_params(self, seed: int) -> dict[str, Any]:
         params = {f.name[len(TOK):]: getattr(self.config, f.name)

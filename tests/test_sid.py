@@ -200,3 +200,19 @@ def test_resid_runs_end_to_end_on_synthetic_with_the_smoke_budget(tmp_path, caps
                                              "vector_recall@10 (valid)", "vector_recall@10 (test)"}
     assert record["config"]["d_ff"] == 64 and record["config"]["beam"] == 50  # smoke sizes, ReSID's beam
     assert 0 < record["metrics"]["test"]["recall@20"] <= 1
+
+
+def test_knn_last_ranks_by_the_latest_item_and_equals_the_vector_proxy(tmp_path, capsys):
+    from bench.dataset import load_dataset
+    from bench.protocol import Protocol, Split
+    from bench.sid import encode_items, vector_proxy_recall
+
+    code = main(["run", "--methods", "knn-last", "--dataset", "synthetic", "--set", "encoder=text-tfidf",
+                 "--out", str(tmp_path), "--quiet", "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    record = json.loads((tmp_path / "synthetic" / "knn-last" / "seed0" / "result.json").read_text())
+    split = Split(load_dataset("synthetic"), Protocol())
+    vectors, _ = encode_items("text-tfidf", {}, split, None)
+    assert record["metrics"]["test"]["recall@10"] == pytest.approx(vector_proxy_recall(vectors, split, 10, "test"))
+    assert record["extra"]["proxy"]["vector_recall@10 (test)"] == pytest.approx(record["metrics"]["test"]["recall@10"])
+    assert record["extra"]["sid"]["encoder"]["name"] == "text-tfidf"
