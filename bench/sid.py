@@ -127,6 +127,17 @@ def _check_params(cls: type, params: dict[str, Any], kind: str, name: str) -> No
         raise ConfigError(f"{kind} {name} has no parameter(s) {unknown}; its parameters: {', '.join(known) or '(none)'}")
 
 
+def tokenizer_spec(name: str, params: dict[str, Any], encoder_key: str) -> dict[str, Any]:
+    """What determines a tokenizer's codes: its parameters, the vectors' key, its code, and the content of
+    any file it reads (``input_digest()``, e.g. ``precomputed path=``: a rewritten file is a new entry)."""
+    cls = registry.get("tokenizer", name)
+    spec = {"tokenizer": name, "params": params, "encoder_key": encoder_key, "code": code_digest(cls)}
+    digest = getattr(cls(**params), "input_digest", None)
+    if callable(digest) and (content := digest()) is not None:
+        spec["inputs"] = content
+    return spec
+
+
 def tokenize_items(name: str, params: dict[str, Any], vectors: np.ndarray, encoder_key: str, split: Split,
                    device: str = "cpu", collisions: str = "extra-level") -> SIDs:
     """Fit tokenizer ``name`` on ``vectors`` (cached by the encoder's key and the parameters), then make SIDs unique."""
@@ -156,8 +167,7 @@ def tokenize_items(name: str, params: dict[str, Any], vectors: np.ndarray, encod
         meta = {"fit_seconds": seconds, "device": device, "precision": current_precision(device), "fit_info": getattr(tokenizer, "fit_info_", {})}
         return arrays, meta
 
-    spec = {"tokenizer": name, "params": params, "encoder_key": encoder_key, "code": code_digest(cls)}
-    arrays, meta = stages.cached("tokenize", spec, compute)
+    arrays, meta = stages.cached("tokenize", tokenizer_spec(name, params, encoder_key), compute)
     raw, raw_sizes = arrays["codes"], [int(s) for s in arrays["codebook_sizes"]]
     diagnostics = sid_diagnostics(raw, raw_sizes)
     diagnostics["fit_seconds"] = meta["fit_seconds"]

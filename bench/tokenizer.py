@@ -14,6 +14,9 @@ Optional: ``last_costs_`` float ``[n_items, codebook_sizes[-1]]``, the cost
 of giving each item each last-level code (the Hungarian collision post-step
 uses it; without it, moving an item off its code costs 1).
 
+Tokenizers that read a file named by a parameter define ``input_digest()``
+(a hash of the file's content, or None): the stage cache keys on it.
+
 Torch tokenizers take a ``device`` attribute (not a hyperparameter: the
 pipeline sets it). Stochastic tokenizers take ``seed``.
 """

@@ -11,6 +11,7 @@ scikit-learn's greedy k-means++ for 256 clusters.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -289,6 +290,11 @@ class Precomputed(Tokenizer):
         self.index = index
         self.path = path
         self.key_offset = key_offset
+
+    def input_digest(self) -> str | None:
+        """The sha256 of the ``path`` file (the stage cache keys on it); named indexes are pinned by checksum."""
+        file = Path(self.path).expanduser() if self.path else None
+        return hashlib.sha256(file.read_bytes()).hexdigest() if file is not None and file.is_file() else None
 
     def _load(self, dataset: Any) -> tuple[dict[str, Any], str]:
         if bool(self.index) == bool(self.path):

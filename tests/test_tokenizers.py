@@ -215,3 +215,17 @@ def test_plugins_without_parameter_defaults_are_named_by_kind():
     assert plugin_defaults(FineTokenizer, "tokenizer") == {"levels": 2, "seed": None}
     assert FineTokenizer(levels=3).get_params() == {"levels": 3, "seed": None}
     assert NoDefaultEncoder.param_names() == ["dim", "scale"]
+
+
+def test_precomputed_cache_key_follows_the_file_content_not_its_path(tmp_path):
+    from bench.sid import tokenizer_spec
+    from bench.stages import stage_key
+
+    path = tmp_path / "index.json"
+    write_index(path, 12)
+    first = stage_key(tokenizer_spec("precomputed", {"index": "", "path": str(path), "key_offset": -1}, "k"))
+    again = stage_key(tokenizer_spec("precomputed", {"index": "", "path": str(path), "key_offset": -1}, "k"))
+    write_index(path, 12, seed=1)  # other codes under the same path
+    rewritten = stage_key(tokenizer_spec("precomputed", {"index": "", "path": str(path), "key_offset": -1}, "k"))
+    assert first == again and rewritten != first
+    assert "inputs" not in tokenizer_spec("rqkmeans", {}, "k")
