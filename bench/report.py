@@ -89,7 +89,9 @@ class Run:
 
     @property
     def sid(self) -> bool:
-        return isinstance(self.extra.get("sid"), dict)
+        """A SID method: its record names a tokenizer (``knn-last`` records only its encoder)."""
+        sid = self.extra.get("sid")
+        return isinstance(sid, dict) and "tokenizer" in sid
 
     @property
     def extra(self) -> dict[str, Any]:

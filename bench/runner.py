@@ -142,6 +142,8 @@ class BenchmarkRun:
         """Small models leave a GPU mostly idle: run (method, seed) pairs side by side in processes."""
         for m in self.methods:
             _method_class(m)  # unknown names fail before any work
+        apply_precision(self.precision, resolve_device(self.device))  # bad options too, before any worker starts
+        check_compile_backend(self.compile)
         per_method = split_overrides(self.methods, self.overrides)
         load_dataset(self.dataset)  # prepare once, so workers only read the cache
         tasks = [(m, s) for m in self.methods for s in self.seeds]

@@ -38,12 +38,17 @@ COLLISION_METHODS = ("extra-level", "hungarian")
 
 # ----------------------------------------------------------------------------- E-stage
 
-def encoder_spec(name: str, params: dict[str, Any], split: Split, seed: int) -> dict[str, Any]:
-    """What determines an encoder's vectors: content encoders depend on the items only."""
+def encoder_spec(name: str, params: dict[str, Any], split: Split, seed: int, ctx: Any = None) -> dict[str, Any]:
+    """What determines an encoder's vectors: content encoders depend on the items only; trained ones also
+    on the protocol, the seed, TF32 and ``--compile`` (each named only when not the default, as in run keys)."""
     cls = registry.get("encoder", name)
     spec = {"encoder": name, "params": params, "dataset": split.dataset.checksum, "code": code_digest(cls)}
     if getattr(cls, "reads_sequences", False):
         spec.update(protocol=split.protocol.to_dict(), seed=seed)
+        if ctx is not None and getattr(ctx, "compile", None):
+            spec["compile"] = ctx.compile
+    if ctx is not None and current_precision(ctx.device) == "tf32":
+        spec["precision"] = "tf32"
     return spec
 
 
@@ -65,7 +70,7 @@ def encode_items(name: str, params: dict[str, Any], split: Split, ctx: Any) -> t
                 "vector_proxy": vector_proxies(vectors, split, device)}
         return {"item_vectors": vectors}, meta
 
-    arrays, meta = stages.cached("encode", encoder_spec(name, params, split, seed), compute)
+    arrays, meta = stages.cached("encode", encoder_spec(name, params, split, seed, ctx), compute)
     if "vector_proxy" not in meta:  # an entry cached before the vector proxy existed
         meta["vector_proxy"] = vector_proxies(arrays["item_vectors"], split, device)
     return arrays["item_vectors"], meta
@@ -127,11 +132,13 @@ def _check_params(cls: type, params: dict[str, Any], kind: str, name: str) -> No
         raise ConfigError(f"{kind} {name} has no parameter(s) {unknown}; its parameters: {', '.join(known) or '(none)'}")
 
 
-def tokenizer_spec(name: str, params: dict[str, Any], encoder_key: str) -> dict[str, Any]:
+def tokenizer_spec(name: str, params: dict[str, Any], encoder_key: str, device: str = "cpu") -> dict[str, Any]:
     """What determines a tokenizer's codes: its parameters, the vectors' key, its code, and the content of
-    any file it reads (``input_digest()``, e.g. ``precomputed path=``: a rewritten file is a new entry)."""
+    any file it reads (``input_digest()``, e.g. ``precomputed path=``: a rewritten file is a new entry), and TF32."""
     cls = registry.get("tokenizer", name)
     spec = {"tokenizer": name, "params": params, "encoder_key": encoder_key, "code": code_digest(cls)}
+    if current_precision(device) == "tf32":  # named only then, as in run keys
+        spec["precision"] = "tf32"
     digest = getattr(cls(**params), "input_digest", None)
     if callable(digest) and (content := digest()) is not None:
         spec["inputs"] = content
@@ -167,7 +174,7 @@ def tokenize_items(name: str, params: dict[str, Any], vectors: np.ndarray, encod
         meta = {"fit_seconds": seconds, "device": device, "precision": current_precision(device), "fit_info": getattr(tokenizer, "fit_info_", {})}
         return arrays, meta
 
-    arrays, meta = stages.cached("tokenize", tokenizer_spec(name, params, encoder_key), compute)
+    arrays, meta = stages.cached("tokenize", tokenizer_spec(name, params, encoder_key, device), compute)
     raw, raw_sizes = arrays["codes"], [int(s) for s in arrays["codebook_sizes"]]
     diagnostics = sid_diagnostics(raw, raw_sizes)
     diagnostics["fit_seconds"] = meta["fit_seconds"]

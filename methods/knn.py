@@ -3,7 +3,8 @@
 The floor a SID method's generator must clear with the same item vectors: it
 reads nothing but the most recent history item and the encoder's vectors
 (cached, shared with the SID methods). Its test Recall@10 equals the
-encoder's ``vector_recall@10`` proxy, which is this ranking.
+encoder's ``vector_recall@10`` proxy, which is this ranking (unless the
+protocol excludes history items, which the proxy does not).
 """
 
 from __future__ import annotations

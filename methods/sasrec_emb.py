@@ -63,7 +63,8 @@ class SASRecEmb(Encoder):
         torch.manual_seed(ctx.seed)
         if self.holdout:
             inner = holdout_split(split)
-            inner_ctx = FitContext(ctx.device, ctx.seed, Evaluator(inner, "valid", ctx.device), quiet=ctx.quiet)
+            inner_ctx = FitContext(ctx.device, ctx.seed, Evaluator(inner, "valid", ctx.device), quiet=ctx.quiet,
+                                   compile=ctx.compile)
             sasrec.fit(inner, inner_ctx)
             ctx.curve.extend({**point, "stage": STAGE} for point in inner_ctx.curve)
             trained = inner_ctx.extra.get("train", {})

@@ -77,7 +77,7 @@ def test_bad_input_is_a_clear_error_without_traceback(tmp_path, capsys, args, me
     assert not list(tmp_path.rglob("result.json"))
 
 
-def test_precision_is_recorded_and_tf32_changes_the_key_and_the_rerun_command(tmp_path):
+def test_precision_is_recorded_and_tf32_changes_the_key_and_the_rerun_command(tmp_path, monkeypatch):
     from bench.runner import BenchmarkRun
 
     assert run(tmp_path) == 0
@@ -89,17 +89,27 @@ def test_precision_is_recorded_and_tf32_changes_the_key_and_the_rerun_command(tm
     spec = {k: record[k] for k in ("method", "method_class", "budget", "config", "protocol", "seed")}
     spec["dataset"] = {k: record["dataset"][k] for k in ("name", "checksum")}
     assert records.run_key(spec) == record["run_key"]
-    assert records.run_key({**spec, "precision": "tf32"}) != record["run_key"]
+    monkeypatch.setattr("bench.runner.apply_precision", lambda precision, device: None)  # TF32 needs CUDA
+    tf32.device = "cpu"
+    (outcome,) = tf32.execute()
+    assert outcome.record["environment"]["precision"] == "tf32" and outcome.record["run_key"] != record["run_key"]
+    assert outcome.record["run_key"] == records.run_key({**spec, "precision": "tf32"})
 
 
-def test_compile_runs_the_trainer_through_torch_compile_and_is_recorded(tmp_path):
+def test_compile_runs_the_trainer_through_torch_compile_and_is_recorded(tmp_path, monkeypatch):
     """The eager backend traces the loss step without generating code: the same numbers, another run key."""
+    import torch
+
+    backends = []
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: backends.append(kw.get("backend")) or real_compile(fn, **kw))
     args = ["run", "--methods", "sasrec", "--dataset", "synthetic", "--budget", "smoke", "--quiet",
             "--set", "epochs=2", "--device", "cpu"]
     assert main([*args, "--out", str(tmp_path / "plain")]) == 0
     assert main([*args, "--out", str(tmp_path / "compiled"), "--compile", "eager"]) == 0
     plain, compiled = (json.loads((tmp_path / name / "synthetic" / "sasrec" / "seed0" / "result.json").read_text())
                        for name in ("plain", "compiled"))
+    assert backends == ["eager"]  # the trainer compiled its loss step once, only in the compiled run
     assert compiled["environment"]["compile"] == "eager" and plain["environment"]["compile"] is None
     assert compiled["run_key"] != plain["run_key"] and "--compile eager" in compiled["rerun"]
     assert compiled["metrics"]["test"] == pytest.approx(plain["metrics"]["test"], rel=1e-5)

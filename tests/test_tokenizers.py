@@ -217,7 +217,7 @@ def test_plugins_without_parameter_defaults_are_named_by_kind():
     assert NoDefaultEncoder.param_names() == ["dim", "scale"]
 
 
-def test_precomputed_cache_key_follows_the_file_content_not_its_path(tmp_path):
+def test_precomputed_cache_key_follows_the_file_content(tmp_path):
     from bench.sid import tokenizer_spec
     from bench.stages import stage_key
 
@@ -229,3 +229,17 @@ def test_precomputed_cache_key_follows_the_file_content_not_its_path(tmp_path):
     rewritten = stage_key(tokenizer_spec("precomputed", {"index": "", "path": str(path), "key_offset": -1}, "k"))
     assert first == again and rewritten != first
     assert "inputs" not in tokenizer_spec("rqkmeans", {}, "k")
+
+
+def test_trained_encoders_cache_key_names_compile_and_content_encoders_ignore_it():
+    from types import SimpleNamespace
+
+    from bench.dataset import load_dataset
+    from bench.protocol import Protocol, Split
+    from bench.sid import encoder_spec
+
+    split = Split(load_dataset("synthetic"), Protocol())
+    ctx = SimpleNamespace(device="cpu", compile="inductor")
+    assert encoder_spec("famae", {}, split, 0, ctx)["compile"] == "inductor"
+    assert "compile" not in encoder_spec("famae", {}, split, 0) and "compile" not in encoder_spec("text-tfidf", {}, split, 0, ctx)
+    assert "precision" not in encoder_spec("famae", {}, split, 0, ctx)  # fp32 on the CPU: the key is unchanged

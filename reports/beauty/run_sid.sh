@@ -23,7 +23,8 @@
 # the CPU beforehand and travel in the stage cache, with the processed dataset and the precomputed index
 # file; every other stage (FAMAE, SASRec embeddings, tokenizers, generators) runs on the device.
 set -u
-OUT=${RUNS:-reports/beauty/sid}
+# tf32 runs go to their own folder by default: a run of another key in the same folder replaces the record
+if [ "${PRECISION:-fp32}" = tf32 ]; then OUT=${RUNS:-reports/beauty/sid-tf32}; else OUT=${RUNS:-reports/beauty/sid}; fi
 RUN="python3 -m bench run --dataset beauty --device cuda --quiet --precision ${PRECISION:-fp32}"
 # what issue 5 still needs (sid-tf32/README.md): with PRECISION=tf32 the ablations, with fp32 the seeds
 # that settle whether TF32 lowered resid's and tiger's seed 0
