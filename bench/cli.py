@@ -139,17 +139,16 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     from bench.protocol import Protocol, Split
     from bench.records import _jsonable
     from bench.runner import resolve_device
-    from bench.sid import encode_items, tokenize_items
-    from methods.sid import encoder_proxies, parse_options, resolve_encoder
+    from bench.sid import tokenize_items
+    from methods.sid import encode_with, encoder_proxies, parse_options
 
     device = resolve_device(args.device)
     dataset = load_dataset(args.dataset)
     split = Split(dataset, Protocol.from_options(dataset.protocol_defaults, {}))
-    encoder = resolve_encoder(args.encoder, dataset.name)
-    enc_params = parse_options(";".join(args.encoder_set), registry.get("encoder", encoder), f"encoder {encoder}")
     tok_params = parse_options(";".join(args.set), registry.get("tokenizer", args.tokenizer), f"tokenizer {args.tokenizer}")
     ctx = FitContext(device=device, seed=args.seed, valid=None)  # type: ignore[arg-type]
-    vectors, encoded = encode_items(encoder, enc_params, split, ctx)
+    vectors, encoded = encode_with(args.encoder, ";".join(args.encoder_set), split, ctx)
+    encoder = encoded["name"]
     if "seed" in registry.get("tokenizer", args.tokenizer).param_names():
         tok_params.setdefault("seed", args.seed)
     sids = tokenize_items(args.tokenizer, tok_params, vectors, encoded["cache_key"], split, str(device), args.collisions)

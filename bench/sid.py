@@ -71,8 +71,9 @@ def encode_items(name: str, params: dict[str, Any], split: Split, ctx: Any) -> t
         return {"item_vectors": vectors}, meta
 
     arrays, meta = stages.cached("encode", encoder_spec(name, params, split, seed, ctx), compute)
-    if "vector_proxy" not in meta:  # an entry cached before the vector proxy existed
+    if "vector_proxy" not in meta:  # an entry cached before the vector proxy existed: computed once, stored
         meta["vector_proxy"] = vector_proxies(arrays["item_vectors"], split, device)
+        stages.add_meta("encode", meta["cache_key"], {"vector_proxy": meta["vector_proxy"]})
     return arrays["item_vectors"], meta
 
 
@@ -80,6 +81,13 @@ def vector_proxies(vectors: np.ndarray, split: Split, device: Any = "cpu", k: in
     """``{stage: {"vector_recall@k": value}}`` for valid and test: the model-free proxy any encoder gets."""
     return {stage: {f"vector_recall@{k}": vector_proxy_recall(vectors, split, k, stage, device)}
             for stage in ("valid", "test")}
+
+
+def last_item_scores(unit: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+    """Cosine scores ``[B, n_items]`` of unit item vectors against each row's last item, that item itself -inf."""
+    scores = unit[last] @ unit.T
+    scores[torch.arange(len(last), device=scores.device), last] = -math.inf
+    return scores
 
 
 @torch.no_grad()
@@ -101,8 +109,7 @@ def vector_proxy_recall(item_vectors: np.ndarray, split: Split, k: int = 10, sta
     total = 0.0
     for start in range(0, len(targets), batch_size):
         last, target = last_items[start:start + batch_size], targets[start:start + batch_size]
-        scores = unit[last] @ unit.T
-        scores[torch.arange(len(last), device=device), last] = -math.inf
+        scores = last_item_scores(unit, last)
         target_score = scores.gather(1, target[:, None])
         greater = (scores > target_score).sum(1)
         equal = (scores == target_score).sum(1) - 1

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from bench.fetch import cache_dir
-from bench.records import _jsonable, run_key
+from bench.records import _jsonable, atomic_write_json, run_key
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,12 @@ def save(stage: str, key: str, arrays: dict[str, np.ndarray], meta: dict[str, An
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def add_meta(stage: str, key: str, extra: dict[str, Any]) -> None:
+    """Merge ``extra`` into a stored entry's meta (facts added after the entry was written), atomically."""
+    path = _folder(stage, key) / "meta.json"
+    atomic_write_json(path, {**json.loads(path.read_text()), **extra})
 
 
 def cached(stage: str, spec: dict[str, Any],

@@ -14,12 +14,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from bench import registry
 from bench.method import FitContext, Method
 from bench.protocol import Split
 from bench.registry import register
-from bench.sid import encode_items
-from methods.sid import encoder_proxies, parse_options, resolve_encoder
+from bench.sid import last_item_scores
+from methods.sid import encode_with, encoder_proxies
 
 
 @dataclass
@@ -35,20 +34,13 @@ class LastItemKNN(Method):
     Config = KNNConfig
 
     def fit(self, split: Split, ctx: FitContext) -> "LastItemKNN":
-        name = resolve_encoder(self.config.encoder, split.dataset.name)
-        params = parse_options(self.config.encoder_options, registry.get("encoder", name), f"encoder {name}")
         with ctx.stage("encode"):
-            vectors, encoded = encode_items(name, params, split, ctx)
+            vectors, encoder = encode_with(self.config.encoder, self.config.encoder_options, split, ctx)
         self.unit_ = F.normalize(torch.as_tensor(vectors, dtype=torch.float32, device=ctx.device), dim=-1)
-        ctx.extra["sid"] = {"encoder": {"name": name, "params": params,
-                                        **{k: encoded[k] for k in ("fit_seconds", "dim", "device", "cache_key",
-                                                                   "cache_hit") if k in encoded}}}
-        ctx.extra["proxy"] = encoder_proxies(encoded)
+        ctx.extra["sid"] = {"encoder": encoder}  # no tokenizer: the report does not count it as a SID method
+        ctx.extra["proxy"] = encoder_proxies(encoder)
         ctx.curve.append({"epoch": 0, **ctx.valid.evaluate(self).means})
         return self
 
     def score(self, histories: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
-        last = histories[:, -1].to(self.unit_.device)  # the most recent item is always a real one
-        scores = self.unit_[last] @ self.unit_.T
-        scores[torch.arange(len(last), device=scores.device), last] = -torch.inf
-        return scores
+        return last_item_scores(self.unit_, histories[:, -1].to(self.unit_.device))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import numpy as np
 import torch
 
 from bench import registry
@@ -44,6 +45,18 @@ def resolve_encoder(name: str, dataset: str) -> str:
     if name == "text":
         return get_recipe(dataset).sid.get("text_encoder", DEFAULT_TEXT_ENCODER)
     return name
+
+
+ENCODER_FACTS = ("fit_seconds", "dim", "device", "precision", "fit_info", "cache_key", "cache_hit", "vector_proxy")
+
+
+def encode_with(encoder: str, options: str, split: Split, ctx: Any) -> tuple[np.ndarray, dict[str, Any]]:
+    """Item vectors from ``encoder`` (``text`` resolved, ``options`` parsed; cached), and the record's encoder
+    entry: its name, parameters and the E-stage's facts (what every method that reads item vectors records)."""
+    name = resolve_encoder(encoder, split.dataset.name)
+    params = parse_options(options, registry.get("encoder", name), f"encoder {name}")
+    vectors, encoded = encode_items(name, params, split, ctx)
+    return vectors, {"name": name, "params": params, **{k: encoded[k] for k in ENCODER_FACTS if k in encoded}}
 
 
 def encoder_proxies(encoded: dict[str, Any]) -> dict[str, float]:
@@ -74,9 +87,6 @@ class SIDMethod(Method):
 
     tokenizer_name: str = ""
 
-    def resolve_encoder(self, split: Split) -> str:
-        return resolve_encoder(self.config.encoder, split.dataset.name)
-
     def tokenizer_params(self, seed: int) -> dict[str, Any]:
         params = {f.name[len(TOK):]: getattr(self.config, f.name)
                   for f in dataclasses.fields(self.config) if f.name.startswith(TOK)}
@@ -86,23 +96,19 @@ class SIDMethod(Method):
 
     def fit(self, split: Split, ctx: FitContext) -> "SIDMethod":
         cfg = self.config
-        encoder = self.resolve_encoder(split)
-        encoder_params = parse_options(cfg.encoder_options, registry.get("encoder", encoder), f"encoder {encoder}")
         with ctx.stage("encode"):
-            vectors, encoded = encode_items(encoder, encoder_params, split, ctx)
+            vectors, encoder = encode_with(cfg.encoder, cfg.encoder_options, split, ctx)
         with ctx.stage("tokenize"):
             self.sids_ = tokenize_items(self.tokenizer_name, self.tokenizer_params(ctx.seed), vectors,
-                                        encoded["cache_key"], split, str(ctx.device), cfg.collisions)
+                                        encoder["cache_key"], split, str(ctx.device), cfg.collisions)
         sids = self.sids_
         ctx.extra["sid"] = {
-            "encoder": {"name": encoder, "params": encoder_params,
-                        **{k: encoded[k] for k in ("fit_seconds", "dim", "device", "precision", "fit_info", "cache_key", "cache_hit", "vector_proxy")
-                           if k in encoded}},
+            "encoder": encoder,
             "tokenizer": {"name": self.tokenizer_name, "params": self.tokenizer_params(ctx.seed), **sids.info},
             "collisions": sids.collisions,
             "diagnostics": sids.diagnostics,
         }
-        ctx.extra["proxy"] = encoder_proxies(encoded)
+        ctx.extra["proxy"] = encoder_proxies(encoder)
         gen_config = GeneratorConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(GeneratorConfig)})
         with ctx.stage("generator"):
             self.generator_ = Generator(gen_config).fit(split, sids.codes, sids.codebook_sizes, ctx)

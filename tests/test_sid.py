@@ -95,6 +95,22 @@ def test_swapping_the_tokenizer_reuses_the_encoders_vectors(split, monkeypatch):
     assert calls == ["tokenize", "tokenize"]  # the encoder ran once, each tokenizer once
 
 
+def test_an_old_cache_entry_gets_the_vector_proxy_once(split, monkeypatch):
+    import json
+
+    import bench.sid as sid_module
+
+    vectors, meta = encode_items("text-tfidf", {"dim": 8}, split, None)
+    path = stages._folder("encode", meta["cache_key"]) / "meta.json"
+    stored = json.loads(path.read_text())
+    path.write_text(json.dumps({k: v for k, v in stored.items() if k != "vector_proxy"}))  # as older code wrote it
+    _, backfilled = encode_items("text-tfidf", {"dim": 8}, split, None)
+    assert backfilled["vector_proxy"] == stored["vector_proxy"]
+    monkeypatch.setattr(sid_module, "vector_proxies", lambda *a, **k: pytest.fail("computed again"))
+    _, again = encode_items("text-tfidf", {"dim": 8}, split, None)
+    assert again["cache_hit"] and again["vector_proxy"] == stored["vector_proxy"]
+
+
 def test_changed_stage_code_misses_the_cache(split, monkeypatch):
     """The stage keys hold a digest of the encoder's and tokenizer's source: edited code never reuses old output."""
     import bench.sid as sid_module
