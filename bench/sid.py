@@ -39,16 +39,18 @@ COLLISION_METHODS = ("extra-level", "hungarian")
 # ----------------------------------------------------------------------------- E-stage
 
 def encoder_spec(name: str, params: dict[str, Any], split: Split, seed: int, ctx: Any = None) -> dict[str, Any]:
-    """What determines an encoder's vectors: content encoders depend on the items only; trained ones also
-    on the protocol, the seed, TF32 and ``--compile`` (each named only when not the default, as in run keys)."""
+    """What determines an encoder's vectors: content encoders depend on the items only (like the device,
+    TF32 changes their vectors by rounding alone, so text vectors computed once serve every run); trained
+    ones also on the protocol, the seed, TF32 and ``--compile`` (each named only when not the default, as
+    in run keys), which change the fit they come from."""
     cls = registry.get("encoder", name)
     spec = {"encoder": name, "params": params, "dataset": split.dataset.checksum, "code": code_digest(cls)}
     if getattr(cls, "reads_sequences", False):
         spec.update(protocol=split.protocol.to_dict(), seed=seed)
         if ctx is not None and getattr(ctx, "compile", None):
             spec["compile"] = ctx.compile
-    if ctx is not None and current_precision(ctx.device) == "tf32":
-        spec["precision"] = "tf32"
+        if ctx is not None and current_precision(ctx.device) == "tf32":
+            spec["precision"] = "tf32"
     return spec
 
 

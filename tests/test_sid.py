@@ -111,6 +111,21 @@ def test_an_old_cache_entry_gets_the_vector_proxy_once(split, monkeypatch):
     assert again["cache_hit"] and again["vector_proxy"] == stored["vector_proxy"]
 
 
+def test_tf32_keys_trained_encoders_but_not_content_encoders(split, monkeypatch):
+    """Text vectors computed once (on the CPU, say) serve a TF32 run, as they serve a run on another device;
+    a trained encoder's vectors come from a fit that TF32 changes, so its key names the precision."""
+    from types import SimpleNamespace
+
+    import bench.sid as sid_module
+
+    ctx = SimpleNamespace(device="cuda", compile=None)
+    fp32 = {name: sid_module.encoder_spec(name, {}, split, 0, ctx) for name in ("text-tfidf", "famae")}
+    monkeypatch.setattr(sid_module, "current_precision", lambda device: "tf32")
+    tf32 = {name: sid_module.encoder_spec(name, {}, split, 0, ctx) for name in ("text-tfidf", "famae")}
+    assert tf32["text-tfidf"] == fp32["text-tfidf"]
+    assert tf32["famae"] == {**fp32["famae"], "precision": "tf32"}
+
+
 def test_changed_stage_code_misses_the_cache(split, monkeypatch):
     """The stage keys hold a digest of the encoder's and tokenizer's source: edited code never reuses old output."""
     import bench.sid as sid_module
