@@ -26,10 +26,10 @@ set -u
 # tf32 runs go to their own folder by default: a run of another key in the same folder replaces the record
 if [ "${PRECISION:-fp32}" = tf32 ]; then OUT=${RUNS:-reports/beauty/sid-tf32}; else OUT=${RUNS:-reports/beauty/sid}; fi
 RUN="python3 -m bench run --dataset beauty --device cuda --quiet --precision ${PRECISION:-fp32}"
-# what issue 5 still needs (sid-tf32/README.md): with PRECISION=tf32 the ablations, with fp32 the seeds
-# that settle whether TF32 lowered resid's and tiger's seed 0
-LEFT_TF32="sid:sasrec-emb+gaoq:0 sid:text-st+gaoq:0 sid:famae+rqvae:1 sid:famae+hkmeans:1 sid:sasrec-emb+gaoq:1"
-LEFT_TF32="$LEFT_TF32 sid:text-st+gaoq:1 sid:famae+rqvae:2 sid:famae+hkmeans:2 sid:sasrec-emb+gaoq:2 sid:text-st+gaoq:2"
+# what issue 5 still needs (sid-tf32/README.md): with PRECISION=tf32 the anchor of the ablations (ReSID's E and
+# Q stages under the default generator that every sid:* composition runs; resid runs ReSID's smaller one), with
+# fp32 the seeds that settle whether TF32 lowered resid's and tiger's seed 0
+LEFT_TF32="sid:famae+gaoq:0 sid:famae+gaoq:1 sid:famae+gaoq:2"
 LEFT_FP32="resid:1 tiger:1 resid:2 tiger:2"
 case "${1:-}" in
   A) $RUN --methods tiger --seeds 0 --out "$OUT/loo-full" ;;
