@@ -51,9 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--precision", default="fp32", choices=["fp32", "tf32"],
                      help="float32 matmuls on CUDA outside the trainers' bf16 autocast (RQ-VAE fit, scoring): "
                           "fp32 (default) or tf32 tensor cores; recorded in the result and, for tf32, its run key")
-    run.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
-                     help="run the trainers' loss steps through torch.compile (backend inductor unless named); "
-                          "recorded in the result and its run key")
+    run.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND|MODE",
+                     help="run the trainers' loss steps through torch.compile: a backend (inductor unless named) "
+                          "or an inductor mode such as reduce-overhead (CUDA graphs); recorded in the result and "
+                          "its run key")
     run.add_argument("--budget", default="default", help="named config budget: default or smoke")
     run.add_argument("--set", action="append", default=[], metavar="[METHOD.]KEY=VALUE",
                      help="override a method option (repeatable)")

@@ -539,15 +539,14 @@ def cost_section(table: Table) -> dict[str, Any]:
             "device": devices[0] if len(devices) == 1 else None}  # one device: said once, under the table
 
 
-def _precision_by_method(table: Table) -> str:
-    """``fp32: a, b; tf32: c`` (records from before ``run --precision`` ran at the fp32 default)."""
+def _setting_by_method(table: Table, key: str, unset: str) -> str:
+    """``a: m1, m2; b: m3`` for an environment setting such as ``precision`` (``unset`` where a record lacks it)."""
     methods: dict[str, set[str]] = defaultdict(set)
     for run in table.runs:
-        precision = (run.record.get("environment") or {}).get("precision") or "fp32 (default, not recorded)"
-        methods[precision].add(run.method)
+        methods[str((run.record.get("environment") or {}).get(key) or unset)].add(run.method)
     if len(methods) == 1:
         return next(iter(methods))
-    return "; ".join(f"{p}: {', '.join(sorted(ms))}" for p, ms in sorted(methods.items()))
+    return "; ".join(f"{value}: {', '.join(sorted(ms))}" for value, ms in sorted(methods.items()))
 
 
 def environment_section(table: Table) -> list[tuple[str, str]]:
@@ -569,7 +568,9 @@ def environment_section(table: Table) -> list[tuple[str, str]]:
              ("python", distinct(e.get("python") for e in envs)),
              ("platform", distinct(e.get("platform") for e in envs)),
              ("device", distinct(e.get("device") for e in envs)),
-             ("float32 matmul precision", _precision_by_method(table))]
+             # records from before run --precision ran at the fp32 default
+             ("float32 matmul precision", _setting_by_method(table, "precision", "fp32 (default, not recorded)")),
+             ("torch.compile", _setting_by_method(table, "compile", "off"))]
     packages = _ordered_keys(e.get("packages") or {} for e in envs)
     items += [(name, distinct((e.get("packages") or {}).get(name) for e in envs)) for name in sorted(packages)]
     dataset = sorted({(r.record.get("dataset") or {}).get("checksum") or "" for r in table.runs} - {""})

@@ -25,6 +25,7 @@ from bench.errors import ConfigError, SidbenchError
 from bench.evaluate import Evaluator
 from bench.method import FitContext, build_config, resolve_budget, seed_everything
 from bench.protocol import Protocol, Split
+from bench.train import COMPILE_MODES
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +54,13 @@ def apply_precision(precision: str, device: torch.device) -> None:
 
 
 def check_compile_backend(backend: str | None) -> None:
-    if backend is None:
+    """``--compile`` names a torch.compile backend or one of inductor's modes (:data:`bench.train.COMPILE_MODES`)."""
+    if backend is None or backend in COMPILE_MODES:
         return
     known = torch.compiler.list_backends(exclude_tags=())
     if backend not in known:
-        raise ConfigError(f"--compile {backend}: torch.compile has no such backend; known: {', '.join(sorted(known))} "
+        raise ConfigError(f"--compile {backend}: torch.compile has no such backend or mode; backends: "
+                          f"{', '.join(sorted(known))}; inductor modes: {', '.join(COMPILE_MODES)} "
                           "(plain --compile means inductor)")
 
 

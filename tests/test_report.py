@@ -141,6 +141,7 @@ def test_sid_diagnostics_proxy_and_tokenizer_time_are_rendered_generically(runs,
             record["environment"]["gpu_other_processes"] = 2 if name == "sid-c" and seed == 1 else 0
             if name == "sid-b":
                 record["environment"]["precision"] = "tf32"
+                record["environment"]["compile"] = "reduce-overhead"
             elif name == "sid-c":
                 del record["environment"]["precision"]  # a record from before run --precision
             record["extra"] = {"sid": {"diagnostics": {"levels": levels, "collision_rate": 0.01 * i,
@@ -158,6 +159,7 @@ def test_sid_diagnostics_proxy_and_tokenizer_time_are_rendered_generically(runs,
     assert "<td>70, 71</td><td>54, 54</td>" in cost
     assert html.count('title="1 of 2 runs shared the GPU"') == 1 and "their times are upper bounds" in html
     assert "fp32: sid-a; fp32 (default, not recorded): sid-c; tf32: sid-b" in html
+    assert "off: sid-a, sid-c; reduce-overhead: sid-b" in html
     assert (out / "plots" / "synthetic-history-20-levels.svg").is_file()
     assert (out / "plots" / "synthetic-history-20-quality-vs-time.png").is_file()
     tex = (out / "tables.tex").read_text()

@@ -116,6 +116,20 @@ def test_compile_runs_the_trainer_through_torch_compile_and_is_recorded(tmp_path
     assert [p["loss"] for p in compiled["curve"]] == pytest.approx([p["loss"] for p in plain["curve"]], rel=1e-5)
 
 
+def test_compile_mode_is_passed_as_a_mode_not_a_backend(tmp_path, monkeypatch):
+    """``--compile reduce-overhead`` (CUDA graphs) reaches torch.compile as mode=; here the eager backend stands in."""
+    import torch
+
+    calls = []
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: calls.append(kw) or real_compile(fn, backend="eager"))
+    assert main(["run", "--methods", "sasrec", "--dataset", "synthetic", "--budget", "smoke", "--quiet",
+                 "--set", "epochs=1", "--device", "cpu", "--out", str(tmp_path), "--compile", "reduce-overhead"]) == 0
+    assert calls == [{"mode": "reduce-overhead"}]
+    record = json.loads((tmp_path / "synthetic" / "sasrec" / "seed0" / "result.json").read_text())
+    assert record["environment"]["compile"] == "reduce-overhead" and "--compile reduce-overhead" in record["rerun"]
+
+
 def test_atomic_write_leaves_no_partial_file(tmp_path):
     target = tmp_path / "result.json"
     records.atomic_write_json(target, {"a": 1})
