@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import sparse
 from scipy.optimize import linear_sum_assignment
 
 from bench import registry, stages
@@ -29,7 +28,7 @@ from bench.evaluate import metrics_from_ranks
 from bench.plugin import plugin_defaults
 from bench.protocol import Split
 from bench.records import current_precision
-from bench.tokenizer import validate_codes
+from bench.tokenizer import group_means, validate_codes
 
 log = logging.getLogger(__name__)
 
@@ -278,13 +277,6 @@ def resolve_collisions(codes: np.ndarray, codebook_sizes: list[int], method: str
 
 # ----------------------------------------------------------------------------- diagnostics
 
-def _group_means(inverse: np.ndarray, n_groups: int, vectors: np.ndarray) -> np.ndarray:
-    """Mean vector of each group (``inverse`` gives each item's group)."""
-    members = sparse.csr_matrix((np.ones(len(inverse)), (inverse, np.arange(len(inverse)))), shape=(n_groups, len(inverse)))
-    counts = np.asarray(members.sum(axis=1)).reshape(-1, 1)
-    return np.asarray(members @ vectors.astype(np.float64)) / np.maximum(counts, 1)
-
-
 def cross_parent_consistency(codes: np.ndarray, vectors: np.ndarray) -> list[dict[str, Any]]:
     """Per level >= 1: mean cosine between the residual centroids that carry the same code under different parents.
 
@@ -298,12 +290,13 @@ def cross_parent_consistency(codes: np.ndarray, vectors: np.ndarray) -> list[dic
     left out.
     """
     codes = np.asarray(codes, dtype=np.int64)
+    vectors = np.asarray(vectors, dtype=np.float64)
     out = []
     for level in range(1, codes.shape[1]):
         parent_inv, parent_counts = _groups(codes[:, :level])
-        parent_mean = _group_means(parent_inv, len(parent_counts), vectors)
+        parent_mean = group_means(parent_inv, len(parent_counts), vectors)[0]
         child_inv, child_counts = _groups(np.column_stack([parent_inv, codes[:, level]]))
-        child_mean = _group_means(child_inv, len(child_counts), vectors)
+        child_mean = group_means(child_inv, len(child_counts), vectors)[0]
         first_member = np.zeros(len(child_counts), dtype=np.int64)
         first_member[child_inv[::-1]] = np.arange(len(child_inv))[::-1]
         residual = child_mean - parent_mean[parent_inv[first_member]]

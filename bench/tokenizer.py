@@ -27,6 +27,7 @@ import time
 from typing import Any
 
 import numpy as np
+from scipy import sparse
 
 from bench.errors import ConfigError
 from bench.plugin import Plugin, plugin_defaults
@@ -62,6 +63,21 @@ def validate_codes(codes: Any, codebook_sizes: Any, n_items: int, who: str) -> n
                 f"{who}: level {level} codes must lie in [0, {size}), found [{column.min()}, {column.max()}]"
             )
     return codes.astype(np.int64)
+
+
+def group_means(labels: np.ndarray, k: int, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(means [k, d], counts [k])`` of the rows of ``x`` in each group ``labels`` names (``0 <= label < k``),
+    in ``x``'s dtype, via a sparse one-hot product; an empty group's mean is zero."""
+    n = len(labels)
+    one_hot = sparse.csr_matrix((np.ones(n, dtype=x.dtype), (labels, np.arange(n))), shape=(k, n))
+    counts = np.bincount(labels, minlength=k)
+    return (np.asarray(one_hot @ x) / np.maximum(counts, 1)[:, None]).astype(x.dtype, copy=False), counts
+
+
+def members_by_group(labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Items sorted by group, and the group boundaries: group ``g`` is ``order[bounds[g]:bounds[g + 1]]``."""
+    order = np.argsort(labels, kind="stable")
+    return order, np.searchsorted(labels[order], np.arange(k + 1))
 
 
 def _tiny_vectors(n_items: int, dim: int, seed: int) -> np.ndarray:

@@ -17,12 +17,11 @@ import time
 from typing import Any
 
 import numpy as np
-from scipy import sparse
 from scipy.optimize import linear_sum_assignment
 from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
 from bench.errors import ConfigError
-from bench.tokenizer import Tokenizer
+from bench.tokenizer import Tokenizer, group_means, members_by_group
 from methods.tokenizers import _kmeans_plusplus, item_matrix
 
 log = logging.getLogger(__name__)
@@ -78,12 +77,6 @@ def _balanced_assign(d2: np.ndarray) -> np.ndarray:
     return labels
 
 
-def _cluster_means(x: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    """Mean of each cluster's rows ``[k, d]`` (every cluster is non-empty here), via a sparse one-hot product."""
-    one_hot = sparse.csr_matrix((np.ones(len(x), dtype=np.float32), (labels, np.arange(len(x)))), shape=(k, len(x)))
-    return (np.asarray(one_hot @ x) / np.bincount(labels, minlength=k)[:, None]).astype(np.float32)
-
-
 def balanced_kmeans(x: np.ndarray, k: int, seed: int = 0, n_iter: int = 20) -> tuple[np.ndarray, np.ndarray]:
     """Balanced k-means of ``x [n, d]``: returns ``(labels [n], centroids [k', d])``, cluster sizes within one.
 
@@ -117,7 +110,7 @@ def balanced_kmeans(x: np.ndarray, k: int, seed: int = 0, n_iter: int = 20) -> t
         if np.array_equal(new_labels, labels):
             break
         labels = new_labels
-        centroids = _cluster_means(x, labels, k)
+        centroids = group_means(labels, k, x)[0]
     return labels, centroids
 
 
@@ -172,12 +165,6 @@ def _match_to_anchors(residuals: np.ndarray, anchors: np.ndarray) -> np.ndarray:
     out = np.empty(len(residuals), dtype=np.int64)
     out[rows] = cols
     return out
-
-
-def _groups(group_id: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
-    """Items sorted by group and the group boundaries: group ``g`` is ``order[bounds[g]:bounds[g+1]]``."""
-    order = np.argsort(group_id, kind="stable")
-    return order, np.searchsorted(group_id[order], np.arange(n_groups + 1))
 
 
 # ----------------------------------------------------------------------------- tokenizer
@@ -290,7 +277,7 @@ class GAOQ(Tokenizer):
 
         for level in range(1, levels - 1):  # middle levels: balanced k-means under each parent + anchors
             start = time.perf_counter()
-            order, bounds = _groups(group_id, len(centroids))
+            order, bounds = members_by_group(group_id, len(centroids))
             group_sizes.append(np.diff(bounds))
             group_id, centroids, prefixes, anchors = self._split_parents(vectors, codes, level, branching[level],
                                                                          order, bounds, centroids, prefixes)
@@ -301,7 +288,7 @@ class GAOQ(Tokenizer):
 
         # last level: every item of a prefix is its own child, matched by (item - prefix centroid)
         start = time.perf_counter()
-        order, bounds = _groups(group_id, len(centroids))
+        order, bounds = members_by_group(group_id, len(centroids))
         sizes = np.diff(bounds)
         group_sizes.append(sizes)
         n_last = max(branching[-1], int(sizes.max()))

@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import sparse
 
 from bench.errors import ConfigError, DataError
 from bench.fetch import SourceFile, fetch
-from bench.tokenizer import Tokenizer
+from bench.tokenizer import Tokenizer, group_means, members_by_group
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +76,8 @@ def kmeans(x: np.ndarray, k: int, seed: int = 0, max_iter: int = 50) -> tuple[np
         if np.array_equal(new_labels, labels):
             break
         labels = new_labels
-        counts = np.bincount(labels, minlength=k)
-        one_hot = sparse.csr_matrix((np.ones(n, dtype=np.float32), (labels, np.arange(n))), shape=(k, n))
-        sums = np.asarray(one_hot @ x)
+        centres, counts = group_means(labels, k, x)
         empty = np.flatnonzero(counts == 0)
-        centres = (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
         if len(empty):
             far = np.argsort(-d2[np.arange(n), labels], kind="stable")[: len(empty)]
             centres[empty] = x[far]
@@ -171,8 +167,7 @@ class HKMeans(Tokenizer):
                 codes[members, level] = labels
                 if level == len(branching) - 1:
                     last_costs[members] = _padded_costs(squared_distances(group, centres), b)
-                order = np.argsort(labels, kind="stable")
-                bounds = np.searchsorted(labels[order], np.arange(len(centres) + 1))
+                order, bounds = members_by_group(labels, len(centres))
                 for child in range(len(centres)):
                     if bounds[child + 1] > bounds[child]:
                         children[prefix + (child,)] = members[order[bounds[child]:bounds[child + 1]]]
