@@ -82,7 +82,8 @@ class Trainer:
         steps_per_epoch = math.ceil(n / cfg.batch_size)
         total = steps_per_epoch * cfg.epochs
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: self._lr_factor(s, total))
-        select = select or ctx.valid.split.protocol.select_metric
+        if validate is not None:
+            select = select or ctx.valid.split.protocol.select_metric
         best, best_epoch, best_state, stale = -math.inf, -1, None, 0
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
         if ctx.compile:  # fused kernels for forward and backward; validation still runs the eager model
@@ -130,7 +131,8 @@ class Trainer:
             model.load_state_dict(best_state)
         model.eval()
         ctx.extra[self.stage] = {
-            "epochs_run": epoch + 1, "best_epoch": best_epoch, f"best_valid_{select}": best if best_state else None,
+            "epochs_run": epoch + 1, "best_epoch": best_epoch,
+            **({f"best_valid_{select}": best if best_state else None} if select else {}),
             "seconds_per_epoch": round(train_seconds / (epoch + 1), 3), "steps_per_epoch": steps_per_epoch,
             "examples": n,
         }

@@ -92,16 +92,18 @@ class SASRec(Method):
         if self.config.loss not in ("ce", "bce"):
             raise ConfigError(f"loss must be 'ce' or 'bce', found {self.config.loss!r}")
 
-    def fit(self, split: Split, ctx: FitContext) -> "SASRec":
+    def fit(self, split: Split, ctx: FitContext, validate: bool = True, stage: str = "train") -> "SASRec":
+        """Train on ``split``'s training windows; ``validate=False`` runs every epoch with no early stopping."""
         self.check_config()
         self.model_ = self.build(split).to(ctx.device)
-        self.finetune(split, ctx)
+        self.finetune(split, ctx, validate, stage)
         return self
 
-    def finetune(self, split: Split, ctx: FitContext) -> None:
+    def finetune(self, split: Split, ctx: FitContext, validate: bool = True, stage: str = "train") -> None:
         windows = split.train_windows(split.protocol.history_len)
-        Trainer(self.config, ctx, "train").fit(
-            self.model_, (torch.from_numpy(windows),), self.loss, validate=lambda: ctx.valid.evaluate(self).means,
+        Trainer(self.config, ctx, stage).fit(
+            self.model_, (torch.from_numpy(windows),), self.loss,
+            validate=(lambda: ctx.valid.evaluate(self).means) if validate else None,
         )
 
     def loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:

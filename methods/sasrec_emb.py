@@ -19,7 +19,6 @@ from bench.encoder import Encoder
 from bench.evaluate import Evaluator
 from bench.method import FitContext
 from bench.protocol import Split
-from bench.train import Trainer
 from methods.famae import cpu_context, holdout_split
 from methods.sasrec import SASRec, SASRecConfig
 
@@ -69,10 +68,7 @@ class SASRecEmb(Encoder):
             ctx.curve.extend({**point, "stage": STAGE} for point in inner_ctx.curve)
             trained = inner_ctx.extra.get("train", {})
         else:
-            sasrec.check_config()
-            sasrec.model_ = sasrec.build(split).to(ctx.device)
-            windows = torch.from_numpy(split.train_windows(split.protocol.history_len))
-            Trainer(sasrec.config, ctx, STAGE).fit(sasrec.model_, (windows,), sasrec.loss, select="ndcg@10")
+            sasrec.fit(split, ctx, validate=False, stage=STAGE)
             trained = ctx.extra.get(STAGE, {})
         ctx.extra[STAGE] = trained
         self.model_ = sasrec.model_
