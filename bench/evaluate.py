@@ -24,6 +24,12 @@ def metric_names(ks: tuple[int, ...]) -> list[str]:
     return [f"{m}@{k}" for m in ("recall", "ndcg") for k in ks] + ["mrr"]
 
 
+def target_rank_counts(scores: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(greater, equal)`` per row of ``scores [B, n]``: items scored above ``target [B]``, and others tied with it."""
+    target_score = scores.gather(1, target[:, None])
+    return (scores > target_score).sum(1), (scores == target_score).sum(1) - 1
+
+
 def metrics_from_ranks(greater: torch.Tensor, equal: torch.Tensor, ks: tuple[int, ...]) -> dict[str, torch.Tensor]:
     """Per-user metrics for a target with ``greater`` items above it and ``equal`` others tied with it."""
     greater = greater.long()
@@ -113,10 +119,7 @@ class Evaluator:
             seen[rows[in_history], hist[in_history]] = True
             seen[torch.arange(len(target), device=target.device), target] = False
             scores = scores.masked_fill(seen, float("-inf"))
-        target_score = scores.gather(1, target[:, None])
-        greater = (scores > target_score).sum(1)
-        equal = (scores == target_score).sum(1) - 1
-        return greater, equal
+        return target_rank_counts(scores, target)
 
     def _ranks_from_lists(self, ranked: torch.Tensor, hist: torch.Tensor, target: torch.Tensor):
         hit = ranked == target[:, None]

@@ -24,7 +24,7 @@ from bench import registry, stages
 from bench.dataset import code_digest
 from bench.encoder import check_vectors
 from bench.errors import ConfigError
-from bench.evaluate import metrics_from_ranks
+from bench.evaluate import metrics_from_ranks, target_rank_counts
 from bench.plugin import plugin_defaults
 from bench.protocol import Split
 from bench.records import current_precision
@@ -111,10 +111,7 @@ def vector_proxy_recall(item_vectors: np.ndarray, split: Split, k: int = 10, sta
     for start in range(0, len(targets), batch_size):
         last, target = last_items[start:start + batch_size], targets[start:start + batch_size]
         scores = last_item_scores(unit, last)
-        target_score = scores.gather(1, target[:, None])
-        greater = (scores > target_score).sum(1)
-        equal = (scores == target_score).sum(1) - 1
-        total += float(metrics_from_ranks(greater, equal, (k,))[f"recall@{k}"].sum())
+        total += float(metrics_from_ranks(*target_rank_counts(scores, target), (k,))[f"recall@{k}"].sum())
     return total / max(1, len(targets))
 
 

@@ -34,7 +34,7 @@ from torch import nn
 
 from bench.encoder import Encoder
 from bench.errors import ConfigError
-from bench.evaluate import metrics_from_ranks
+from bench.evaluate import metrics_from_ranks, target_rank_counts
 from bench.method import FitContext
 from bench.nn import SequenceEncoder
 from bench.protocol import Split
@@ -201,10 +201,7 @@ def proxy_metrics(model: FAMAEModel, histories: torch.Tensor | np.ndarray, targe
         id_only[:, 0] = True
         for name, masked in (("proxy_item_recall", every), ("proxy_id_recall", id_only)):
             scores = model.field_scores(0, model(hist, target, masked))
-            target_score = scores.gather(1, target[:, None])
-            greater = (scores > target_score).sum(1)
-            equal = (scores == target_score).sum(1) - 1
-            sums[name] += float(metrics_from_ranks(greater, equal, (k,))[f"recall@{k}"].sum())
+            sums[name] += float(metrics_from_ranks(*target_rank_counts(scores, target), (k,))[f"recall@{k}"].sum())
     model.train(was_training)
     return {f"{name}@{k}": value / max(1, len(targets)) for name, value in sums.items()}
 
