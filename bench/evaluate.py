@@ -24,6 +24,18 @@ def metric_names(ks: tuple[int, ...]) -> list[str]:
     return [f"{m}@{k}" for m in ("recall", "ndcg") for k in ks] + ["mrr"]
 
 
+def mask_history(scores: torch.Tensor, hist: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``scores [B, n_items]`` with the items of each row's history set to -inf, the row's target excepted
+    (the ``exclude_history`` protocol; ``hist`` is left-padded with ``n_items``)."""
+    n_items = scores.shape[1]
+    seen = torch.zeros_like(scores, dtype=torch.bool)
+    rows = torch.arange(len(hist), device=hist.device)[:, None].expand_as(hist)
+    in_history = hist < n_items
+    seen[rows[in_history], hist[in_history]] = True
+    seen[torch.arange(len(target), device=target.device), target] = False
+    return scores.masked_fill(seen, float("-inf"))
+
+
 def target_rank_counts(scores: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(greater, equal)`` per row of ``scores [B, n]``: items scored above ``target [B]``, and others tied with it."""
     target_score = scores.gather(1, target[:, None])
@@ -113,12 +125,7 @@ class Evaluator:
         if torch.isnan(scores).any():
             raise SidbenchError("the model produced NaN scores; training diverged (try a lower learning rate)")
         if self.split.protocol.exclude_history:
-            seen = torch.zeros_like(scores, dtype=torch.bool)
-            rows = torch.arange(len(hist), device=hist.device)[:, None].expand_as(hist)
-            in_history = hist < n_items
-            seen[rows[in_history], hist[in_history]] = True
-            seen[torch.arange(len(target), device=target.device), target] = False
-            scores = scores.masked_fill(seen, float("-inf"))
+            scores = mask_history(scores, hist, target)
         return target_rank_counts(scores, target)
 
     def _ranks_from_lists(self, ranked: torch.Tensor, hist: torch.Tensor, target: torch.Tensor):

@@ -24,7 +24,7 @@ from bench import registry, stages
 from bench.dataset import code_digest
 from bench.encoder import check_vectors
 from bench.errors import ConfigError
-from bench.evaluate import metrics_from_ranks, target_rank_counts
+from bench.evaluate import mask_history, metrics_from_ranks, target_rank_counts
 from bench.plugin import plugin_defaults
 from bench.protocol import Split
 from bench.records import current_precision
@@ -75,12 +75,18 @@ def encode_items(name: str, params: dict[str, Any], split: Split, ctx: Any) -> t
     if "vector_proxy" not in meta:  # an entry cached before the vector proxy existed: computed once, stored
         meta["vector_proxy"] = vector_proxies(arrays["item_vectors"], split, device)
         stages.add_meta("encode", meta["cache_key"], {"vector_proxy": meta["vector_proxy"]})
+    if split.protocol.exclude_history:  # the cached value ranks every item; this protocol's is computed per run
+        meta = {**meta, "vector_proxy": vector_proxies(arrays["item_vectors"], split, device, exclude_history=True)}
     return arrays["item_vectors"], meta
 
 
-def vector_proxies(vectors: np.ndarray, split: Split, device: Any = "cpu", k: int = 10) -> dict[str, dict[str, float]]:
-    """``{stage: {"vector_recall@k": value}}`` for valid and test: the model-free proxy any encoder gets."""
-    return {stage: {f"vector_recall@{k}": vector_proxy_recall(vectors, split, k, stage, device)}
+def vector_proxies(vectors: np.ndarray, split: Split, device: Any = "cpu", k: int = 10,
+                   exclude_history: bool = False) -> dict[str, dict[str, float]]:
+    """``{stage: {"vector_recall@k": value}}`` for valid and test: the model-free proxy any encoder gets.
+
+    With ``exclude_history=False`` (what the stage cache stores, whatever the run's protocol) every item is
+    ranked; ``True`` leaves the history items out, as the ``exclude_history`` protocol does."""
+    return {stage: {f"vector_recall@{k}": vector_proxy_recall(vectors, split, k, stage, device, exclude_history)}
             for stage in ("valid", "test")}
 
 
@@ -93,7 +99,8 @@ def last_item_scores(unit: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def vector_proxy_recall(item_vectors: np.ndarray, split: Split, k: int = 10, stage: str = "valid",
-                        device: torch.device | str = "cpu", batch_size: int = 1024) -> float:
+                        device: torch.device | str = "cpu", exclude_history: bool = False,
+                        batch_size: int = 1024) -> float:
     """Item-to-item Recall@k of any item vectors: does the next item sit among the last item's k nearest neighbours?
 
     For each user, all items except the user's last history item are ranked by
@@ -102,15 +109,18 @@ def vector_proxy_recall(item_vectors: np.ndarray, split: Split, k: int = 10, sta
     A repeat of the last item counts as a miss; ties count as their expectation,
     so vectors of width 0 score chance, k / (n_items - 1). It measures how much
     next-item signal the raw vectors carry, with no model on top.
+    ``exclude_history``: the other history items are not ranked either.
     """
     hist, targets = split.eval_inputs(stage)
     unit = F.normalize(torch.as_tensor(np.asarray(item_vectors), dtype=torch.float32, device=device), dim=-1)
-    last_items = torch.as_tensor(hist[:, -1], device=device)
+    hist = torch.as_tensor(hist, device=device)
     targets = torch.as_tensor(targets, device=device)
     total = 0.0
     for start in range(0, len(targets), batch_size):
-        last, target = last_items[start:start + batch_size], targets[start:start + batch_size]
-        scores = last_item_scores(unit, last)
+        rows, target = hist[start:start + batch_size], targets[start:start + batch_size]
+        scores = last_item_scores(unit, rows[:, -1])
+        if exclude_history:
+            scores = mask_history(scores, rows, target)
         total += float(metrics_from_ranks(*target_rank_counts(scores, target), (k,))[f"recall@{k}"].sum())
     return total / max(1, len(targets))
 

@@ -233,17 +233,25 @@ def test_resid_runs_end_to_end_on_synthetic_with_the_smoke_budget(tmp_path, caps
     assert 0 < record["metrics"]["test"]["recall@20"] <= 1
 
 
-def test_knn_last_ranks_by_the_latest_item_and_equals_the_vector_proxy(tmp_path, capsys):
+@pytest.mark.parametrize("exclude", [False, True])
+def test_knn_last_ranks_by_the_latest_item_and_equals_the_vector_proxy(tmp_path, capsys, exclude):
+    """Under either protocol: with exclude_history the proxy leaves the history items out, as the evaluator does."""
     from bench.dataset import load_dataset
     from bench.protocol import Protocol, Split
     from bench.sid import encode_items, vector_proxy_recall
 
     code = main(["run", "--methods", "knn-last", "--dataset", "synthetic", "--set", "encoder=text-tfidf",
-                 "--out", str(tmp_path), "--quiet", "--device", "cpu"])
+                 "--protocol", f"exclude_history={exclude}", "--out", str(tmp_path), "--quiet", "--device", "cpu"])
     assert code == 0, capsys.readouterr().err
-    record = json.loads((tmp_path / "synthetic" / "knn-last" / "seed0" / "result.json").read_text())
-    split = Split(load_dataset("synthetic"), Protocol())
+    record = json.loads(next(tmp_path.glob("synthetic*/knn-last/seed0/result.json")).read_text())
+    split = Split(load_dataset("synthetic"), Protocol(exclude_history=exclude))
     vectors, _ = encode_items("text-tfidf", {}, split, None)
-    assert record["metrics"]["test"]["recall@10"] == pytest.approx(vector_proxy_recall(vectors, split, 10, "test"))
+    proxy = vector_proxy_recall(vectors, split, 10, "test", exclude_history=exclude)
+    assert record["metrics"]["test"]["recall@10"] == pytest.approx(proxy)
+    if exclude:  # vectors of width 0 rank at chance: among fewer candidates once the history is left out
+        blank = np.zeros((split.n_items, 0), dtype=np.float32)
+        chance = vector_proxy_recall(blank, split, 10, "test")
+        assert chance == pytest.approx(10 / (split.n_items - 1))
+        assert vector_proxy_recall(blank, split, 10, "test", exclude_history=True) > chance
     assert record["extra"]["proxy"]["vector_recall@10 (test)"] == pytest.approx(record["metrics"]["test"]["recall@10"])
     assert record["extra"]["sid"]["encoder"]["name"] == "text-tfidf"
