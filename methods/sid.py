@@ -156,14 +156,30 @@ def _camel(name: str) -> str:
 
 
 def composition(name: str) -> type[SIDMethod]:
-    """The method class for ``sid:ENCODER+TOKENIZER`` (e.g. ``sid:text-st+hkmeans``)."""
-    body = name[len("sid:"):]
+    """The method class for ``sid:ENCODER+TOKENIZER[@METHOD]`` (e.g. ``sid:text-st+hkmeans``).
+
+    ``@METHOD`` takes the generator's settings from that SID method instead of the shared defaults:
+    ``sid:famae+rqvae@resid`` is ReSID's Q1 ablation with ReSID's generator, under its own name (so its
+    records never replace those of ``sid:famae+rqvae``).
+    """
+    body, at, generator_of = name[len("sid:"):].partition("@")
     encoder, plus, tokenizer = body.partition("+")
-    if not (name.startswith("sid:") and plus and encoder and tokenizer):
-        raise ConfigError(f"a SID composition is written sid:ENCODER+TOKENIZER (e.g. sid:text-st+hkmeans), found {name!r}")
+    if not (name.startswith("sid:") and plus and encoder and tokenizer) or (at and not generator_of):
+        raise ConfigError("a SID composition is written sid:ENCODER+TOKENIZER[@METHOD] (e.g. sid:text-st+hkmeans, "
+                          f"or sid:famae+rqvae@resid for resid's generator), found {name!r}")
     if encoder != "text":
         registry.get("encoder", encoder)  # unknown names fail here, with suggestions
-    return sid_method(name, encoder, tokenizer, f"{encoder} + {tokenizer} + the shared generator")
+    generator, described = None, "the shared generator"
+    if generator_of:
+        source = registry.get("method", generator_of)
+        if not (isinstance(source, type) and issubclass(source, SIDMethod)):
+            raise ConfigError(f"{name}: @{generator_of} must name a SID method, whose generator settings are taken; "
+                              f"{generator_of} is not one (SID methods: resid, tiger, ...)")
+        ours, base = source.Config(), GeneratorConfig()
+        generator = {f.name: getattr(ours, f.name) for f in dataclasses.fields(GeneratorConfig)
+                     if getattr(ours, f.name) != getattr(base, f.name)}
+        described = f"{generator_of}'s generator"
+    return sid_method(name, encoder, tokenizer, f"{encoder} + {tokenizer} + {described}", generator=generator)
 
 
 Tiger = sid_method("tiger", "text", "rqvae", "TIGER: text embedding + RQ-VAE (3 x 256) + T5-style generator")

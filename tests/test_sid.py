@@ -170,9 +170,30 @@ def test_sid_composition_runs_end_to_end_on_synthetic(tmp_path, capsys):
     assert 0 <= record["extra"]["proxy"]["vector_recall@10 (valid)"] <= 1
 
 
-def test_bad_composition_is_a_clear_error(tmp_path, capsys):
-    assert main(["run", "--methods", "sid:text-tfidf", "--out", str(tmp_path), "--quiet"]) == 2
-    assert "sid:ENCODER+TOKENIZER" in capsys.readouterr().err
+@pytest.mark.parametrize("name, message", [("sid:text-tfidf", "sid:ENCODER+TOKENIZER"),
+                                           ("sid:text-tfidf+lsh@", "sid:ENCODER+TOKENIZER"),
+                                           ("sid:text-tfidf+lsh@pop", "must name a SID method")])
+def test_bad_composition_is_a_clear_error(tmp_path, capsys, name, message):
+    assert main(["run", "--methods", name, "--out", str(tmp_path), "--quiet"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_composition_can_take_another_sid_methods_generator(tmp_path, capsys):
+    """sid:E+Q@resid: ReSID's generator sizes with another stage swapped in, recorded under its own name."""
+    import dataclasses
+
+    from methods.sid import ReSID, composition
+
+    resid_like, plain = composition("sid:famae+rqvae@resid").Config(), composition("sid:famae+rqvae").Config()
+    generator_fields = [f.name for f in dataclasses.fields(ReSID.Config()) if f.name in ("n_heads", "d_head", "d_ff", "beam")]
+    assert {f: getattr(resid_like, f) for f in generator_fields} == {f: getattr(ReSID.Config(), f) for f in generator_fields}
+    assert (plain.n_heads, plain.beam) != (resid_like.n_heads, resid_like.beam)
+    assert resid_like.tok_codebook_size == plain.tok_codebook_size  # the tokenizer's own defaults stay
+    code = main(["run", "--methods", "sid:text-tfidf+lsh@resid", "--dataset", "synthetic", "--budget", "smoke",
+                 "--out", str(tmp_path), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    record = json.loads((tmp_path / "synthetic" / "sid-text-tfidf_lsh@resid" / "seed0" / "result.json").read_text())
+    assert record["method"] == "sid:text-tfidf+lsh@resid" and "--methods sid:text-tfidf+lsh@resid" in record["rerun"]
 
 
 def test_diagnose_prints_levels_and_collisions(tmp_path, capsys):
