@@ -189,6 +189,7 @@ def test_composition_can_take_another_sid_methods_generator(tmp_path, capsys):
     assert {f: getattr(resid_like, f) for f in generator_fields} == {f: getattr(ReSID.Config(), f) for f in generator_fields}
     assert (plain.n_heads, plain.beam) != (resid_like.n_heads, resid_like.beam)
     assert resid_like.tok_codebook_size == plain.tok_codebook_size  # the tokenizer's own defaults stay
+    assert dataclasses.asdict(composition("sid:famae+gaoq@resid").Config()) == dataclasses.asdict(ReSID.Config())
     code = main(["run", "--methods", "sid:text-tfidf+lsh@resid", "--dataset", "synthetic", "--budget", "smoke",
                  "--out", str(tmp_path), "--quiet"])
     assert code == 0, capsys.readouterr().err
