@@ -32,7 +32,7 @@ class FitContext:
     seed: int
     valid: Evaluator
     quiet: bool = True
-    compile: str | None = None  # a torch.compile backend for the trainers' loss steps (``run --compile``), or None
+    compile: str | None = None  # torch.compile backend or mode for the trainers' loss steps (``run --compile``), or None
     timings: dict[str, float] = field(default_factory=dict)  # wall seconds per stage
     curve: list[dict[str, float]] = field(default_factory=list)  # validation metrics per epoch
     extra: dict[str, Any] = field(default_factory=dict)  # method-specific facts for the record

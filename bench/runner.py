@@ -53,7 +53,7 @@ def apply_precision(precision: str, device: torch.device) -> None:
     torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
 
 
-def check_compile_backend(backend: str | None) -> None:
+def check_compile(backend: str | None) -> None:
     """``--compile`` names a torch.compile backend or one of inductor's modes (:data:`bench.train.COMPILE_MODES`)."""
     if backend is None or backend in COMPILE_MODES:
         return
@@ -128,7 +128,7 @@ class BenchmarkRun:
     out: Path
     device: str = "auto"
     precision: str = "fp32"  # float32 matmuls on CUDA: fp32 or tf32
-    compile: str | None = None  # torch.compile backend for the trainers' loss steps (inductor), or None
+    compile: str | None = None  # torch.compile backend or inductor mode for the trainers' loss steps, or None
     budget: str = "default"
     overrides: dict[str, Any] = field(default_factory=dict)
     protocol_overrides: dict[str, Any] = field(default_factory=dict)
@@ -146,7 +146,7 @@ class BenchmarkRun:
         for m in self.methods:
             _method_class(m)  # unknown names fail before any work
         apply_precision(self.precision, resolve_device(self.device))  # bad options too, before any worker starts
-        check_compile_backend(self.compile)
+        check_compile(self.compile)
         per_method = split_overrides(self.methods, self.overrides)
         load_dataset(self.dataset)  # prepare once, so workers only read the cache
         tasks = [(m, s) for m in self.methods for s in self.seeds]
@@ -165,7 +165,7 @@ class BenchmarkRun:
     def _execute_serial(self) -> list[RunOutcome]:
         device = resolve_device(self.device)
         apply_precision(self.precision, device)
-        check_compile_backend(self.compile)
+        check_compile(self.compile)
         classes = {m: _method_class(m) for m in self.methods}  # unknown names fail before any work
         per_method = split_overrides(self.methods, self.overrides)
         start = time.perf_counter()
@@ -241,7 +241,7 @@ class BenchmarkRun:
             "environment": {**base["environment"],
                             "gpu_other_processes": records.gpu_other_processes() if device.type == "cuda" else None},
             "metrics": {"test": test.means, "valid": valid.means},
-            "curve": ctx.curve,
+            "curve": ctx.curve or [{"epoch": 0, **valid.means}],  # a method that trains nothing: its one point
             "timings": ctx.timings,
             "extra": ctx.extra,
         }

@@ -46,7 +46,7 @@ def encoder_spec(name: str, params: dict[str, Any], split: Split, seed: int, ctx
     spec = {"encoder": name, "params": params, "dataset": split.dataset.checksum, "code": code_digest(cls)}
     if getattr(cls, "reads_sequences", False):
         spec.update(protocol=split.protocol.to_dict(), seed=seed)
-        if ctx is not None and getattr(ctx, "compile", None):
+        if ctx is not None and ctx.compile:
             spec["compile"] = ctx.compile
         if ctx is not None and current_precision(ctx.device) == "tf32":
             spec["precision"] = "tf32"

@@ -3,8 +3,7 @@
 The floor a SID method's generator must clear with the same item vectors: it
 reads nothing but the most recent history item and the encoder's vectors
 (cached, shared with the SID methods). Its test Recall@10 equals the
-encoder's ``vector_recall@10`` proxy, which is this ranking (unless the
-protocol excludes history items, which the proxy does not).
+encoder's ``vector_recall@10`` proxy, which is this ranking, under either protocol.
 """
 
 from __future__ import annotations
@@ -39,7 +38,6 @@ class LastItemKNN(Method):
         self.unit_ = F.normalize(torch.as_tensor(vectors, dtype=torch.float32, device=ctx.device), dim=-1)
         ctx.extra["sid"] = {"encoder": encoder}  # no tokenizer: the report does not count it as a SID method
         ctx.extra["proxy"] = encoder_proxies(encoder)
-        ctx.curve.append({"epoch": 0, **ctx.valid.evaluate(self).means})
         return self
 
     def score(self, histories: torch.Tensor, users: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,6 @@ class Pop(Method):
 
     def fit(self, split: Split, ctx: FitContext) -> "Pop":
         self.counts_ = torch.from_numpy(split.item_counts()).float().to(ctx.device)
-        ctx.curve.append({"epoch": 0, **ctx.valid.evaluate(self).means})
         return self
 
     def score(self, histories: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
