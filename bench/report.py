@@ -252,7 +252,7 @@ def choose_baseline(table: Table, requested: str | None) -> tuple[str | None, st
     return best, f"baseline {best}: the ID-based method with the best mean test {short_metric(TEST_METRIC)}"
 
 
-def _per_user_mean(runs: list[Run], metric: str) -> tuple[np.ndarray, np.ndarray] | None:
+def per_user_mean(runs: list[Run], metric: str) -> tuple[np.ndarray, np.ndarray] | None:
     """Users present in every run, and the metric averaged over the runs (seeds) per user."""
     arrays = [r.per_user() for r in runs]
     if not arrays or any(a is None or metric not in a for a in arrays):
@@ -293,8 +293,8 @@ def significance(table: Table, baseline: str | None, metric: str = TEST_METRIC) 
         if not seeds:
             row["note"] = "no seed in common with the baseline"
             continue
-        ours = _per_user_mean([runs[s] for s in seeds], metric)
-        theirs = _per_user_mean([base_runs[s] for s in seeds], metric)
+        ours = per_user_mean([runs[s] for s in seeds], metric)
+        theirs = per_user_mean([base_runs[s] for s in seeds], metric)
         if ours is None or theirs is None:
             row["note"] = f"{PER_USER} missing"
             continue

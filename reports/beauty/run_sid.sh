@@ -9,7 +9,7 @@
 #                                                     seed 0 and hkmeans-t5 seed 0 (see below)
 #   bash reports/beauty/run_sid.sh P M:S [M:S ...]    these runs at once, in the foreground, each under
 #                                                     a time limit (rqkmeans-t5:0 precomputed-t5:0 ran so)
-#   bash reports/beauty/run_sid.sh left               the runs issue 5 still needs, one per P call
+#   bash reports/beauty/run_sid.sh left               the runs issue 5 still needs (none since stop 12)
 #
 # How to drive the device with it (learnt the hard way, see sid/README.md):
 # - Put the stage cache and the runs outside the checkout (SIDBENCH_CACHE=/tmp/cache, RUNS=/tmp/runs/sid)
@@ -26,11 +26,10 @@ set -u
 # tf32 runs go to their own folder by default: a run of another key in the same folder replaces the record
 if [ "${PRECISION:-fp32}" = tf32 ]; then OUT=${RUNS:-reports/beauty/sid-tf32}; else OUT=${RUNS:-reports/beauty/sid}; fi
 RUN="python3 -m bench run --dataset beauty --device cuda --quiet --precision ${PRECISION:-fp32}"
-# what issue 5 still needs (sid-tf32/README.md): with PRECISION=tf32 the anchor of the ablations (ReSID's E and
-# Q stages under the default generator that every sid:* composition runs; resid runs ReSID's smaller one), with
-# fp32 the seeds that settle whether TF32 lowered resid's and tiger's seed 0
-LEFT_TF32="sid:famae+gaoq:0 sid:famae+gaoq:1 sid:famae+gaoq:2"
-LEFT_FP32="resid:1 tiger:1 resid:2 tiger:2"
+# what issue 5 still needed at stop 11, all run at stop 12 (one P call each, sid-tf32/README.md): with
+# PRECISION=tf32 the anchor of the ablations, sid:famae+gaoq:0..2 (ReSID's E and Q stages under the default
+# generator), and with PRECISION=fp32 resid:1 tiger:1 resid:2 tiger:2 (whether TF32 lowered seed 0: it did not)
+LEFT=""
 case "${1:-}" in
   A) $RUN --methods tiger --seeds 0 --out "$OUT/loo-full" ;;
   B) $RUN --methods random-t5 --seeds 0 --out "$OUT/loo-full" ;;
@@ -53,6 +52,6 @@ case "${1:-}" in
        timeout "${LIMIT:-500}" $RUN --methods "${item%:*}" --seeds "${item##*:}" --out "$OUT/loo-full" &
      done
      wait ;;
-  left) echo "PRECISION=tf32: $LEFT_TF32"; echo "PRECISION=fp32: $LEFT_FP32" ;;
+  left) echo "${LEFT:-nothing: issue 5 has every run it needs}" ;;
   *) echo "usage: $0 A|B|Q|left|P METHOD:SEED [METHOD:SEED ...]" >&2; exit 2 ;;
 esac
