@@ -147,34 +147,35 @@ def famae_loss(model: FAMAEModel, histories: torch.Tensor, targets: torch.Tensor
     Fields with more than ``negatives_above`` classes use a sampled softmax when
     ``negatives`` > 0: the target against ``negatives`` uniform classes shared by
     the batch (accidental hits removed).
+
+    Every field is scored for every row and the unmasked rows are weighted 0, so
+    the shapes depend on the batch size alone: no host sync and one compiled graph
+    (selecting the masked rows gave every batch new shapes, which ``--compile
+    reduce-overhead`` recorded one CUDA graph each for).
     """
     h = model(histories, targets, masked)
     total = h.new_zeros((), dtype=torch.float32)
     for j in range(model.n_fields):
-        rows = masked[:, j]
-        if not rows.any():
-            continue
-        weight = 1.0 if alpha is None else alpha[j]
-        hj, items = h[rows], targets[rows]
+        weight = masked[:, j].float() * (1.0 if alpha is None else alpha[j])
         if model.is_bag[j]:
-            codes = model.bag_codes(j)[items]
-            dist = torch.zeros(len(items), model.n_classes[j], device=h.device)
+            codes = model.bag_codes(j)[targets]
+            dist = torch.zeros(len(targets), model.n_classes[j], device=h.device)
             dist.scatter_add_(1, codes, (codes > 0).float())
             dist[:, 0] = dist[:, 0] + (dist.sum(1) == 0).float()  # an empty bag's class is "missing"
             dist = dist / dist.sum(1, keepdim=True)
-            logp = F.log_softmax(model.field_scores(j, hj), -1)
-            total = total + weight * -(dist * logp).sum()
+            logp = F.log_softmax(model.field_scores(j, h), -1)
+            total = total + (weight * -(dist * logp).sum(1)).sum()
             continue
-        labels = model.single_codes[items, j]
+        labels = model.single_codes[targets, j]
         if negatives > 0 and model.n_classes[j] > negatives_above:
             sampled = torch.randint(0, model.n_classes[j], (negatives,), device=h.device)
-            positive = (model.head(j, hj) * F.normalize(model.tables[j](labels).float(), dim=-1)).sum(-1)
-            negative = model.field_scores(j, hj, sampled).masked_fill(sampled[None] == labels[:, None], -math.inf)
+            positive = (model.head(j, h) * F.normalize(model.tables[j](labels).float(), dim=-1)).sum(-1)
+            negative = model.field_scores(j, h, sampled).masked_fill(sampled[None] == labels[:, None], -math.inf)
             logits = torch.cat([math.sqrt(model.d_model) * positive[:, None], negative], 1)
             labels = torch.zeros_like(labels)
         else:
-            logits = model.field_scores(j, hj)
-        total = total + weight * F.cross_entropy(logits.float(), labels, reduction="sum")
+            logits = model.field_scores(j, h)
+        total = total + (weight * F.cross_entropy(logits.float(), labels, reduction="none")).sum()
     return total / len(targets)
 
 
