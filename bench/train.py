@@ -21,7 +21,7 @@ from bench.progress import progress
 log = logging.getLogger(__name__)
 
 # ``run --compile`` values that are inductor modes rather than backends; "reduce-overhead" replays CUDA graphs,
-# which is what pays off for the small generators (reports/speed/: 2.0 to 2.5x per step on an H100)
+# 2.0 to 2.5x faster per generator step on an H100 (reports/speed/), though a whole resid run was slower (FAMAE)
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 

@@ -149,9 +149,10 @@ def famae_loss(model: FAMAEModel, histories: torch.Tensor, targets: torch.Tensor
     the batch (accidental hits removed).
 
     Every field is scored for every row and the unmasked rows are weighted 0, so
-    the shapes depend on the batch size alone: no host sync and one compiled graph
-    (selecting the masked rows gave every batch new shapes, which ``--compile
-    reduce-overhead`` recorded one CUDA graph each for).
+    the shapes depend on the batch size alone: no host sync and one compiled graph.
+    Selecting the masked rows gave every batch new shapes, the likely reason a
+    whole run under ``--compile reduce-overhead`` was slower than eager
+    (reports/beauty/sid-tf32/compile-run.txt).
     """
     h = model(histories, targets, masked)
     total = h.new_zeros((), dtype=torch.float32)

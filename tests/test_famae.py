@@ -133,7 +133,7 @@ def test_loss_is_the_sum_of_the_masked_fields_cross_entropies():
 
 def test_loss_has_fixed_shapes_whichever_fields_are_masked(split):
     # one graph without breaks: selecting the masked rows made the shapes change from batch to batch
-    # (and cost a host sync per field), so `--compile reduce-overhead` recorded a CUDA graph per batch
+    # (and cost a host sync per field), and CUDA graphs (`--compile reduce-overhead`) need fixed shapes
     model = tiny_model(split)
     hist, targets, _ = split.train_examples()
     hist, targets = torch.from_numpy(hist[:16]), torch.from_numpy(targets[:16])
