@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from bench import registry
-from bench.errors import ConfigError, SidbenchError
+from bench.core import registry
+from bench.core.errors import ConfigError, SidbenchError
 
 log = logging.getLogger("bench")
 
@@ -135,13 +135,13 @@ def format_diagnostics(diagnostics: dict[str, Any], collisions: dict[str, Any] |
 def cmd_diagnose(args: argparse.Namespace) -> int:
     import json
 
-    from bench.dataset import load_dataset
-    from bench.method import FitContext
-    from bench.protocol import Protocol, Split
-    from bench.records import _jsonable
-    from bench.runner import resolve_device
-    from bench.sid import tokenize_items
-    from methods.sid import encode_with, encoder_proxies, parse_options
+    from bench.core.device import resolve_device
+    from bench.core.io import _jsonable
+    from bench.core.method import FitContext
+    from bench.data.dataset import load_dataset
+    from bench.data.protocol import Protocol, Split
+    from bench.sid.pipeline import encode_with, encoder_proxies, parse_options
+    from bench.sid.stages import tokenize_items
 
     device = resolve_device(args.device)
     dataset = load_dataset(args.dataset)
@@ -178,7 +178,7 @@ def _print_stats(name: str, stats: dict[str, Any]) -> None:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from bench.dataset import get_recipe, load_dataset
+    from bench.data.dataset import get_recipe, load_dataset
 
     if args.data_command == "prepare":
         ds = load_dataset(args.name, rebuild=args.rebuild)
@@ -215,7 +215,7 @@ def format_table(outcomes: list, metrics: tuple[str, ...] = ("recall@5", "ndcg@5
 
 
 def cmd_summarize(args: argparse.Namespace) -> int:
-    from bench.summary import summarize
+    from bench.report.summary import summarize
 
     if not args.runs.is_dir():
         raise ConfigError(f"expected a folder of runs, found no folder at {args.runs}")
@@ -229,7 +229,7 @@ def cmd_summarize(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from bench.report import build_report
+    from bench.report.build import build_report
 
     compare_to = [m.strip() for m in args.compare_to.split(",") if m.strip()]
     print(f"report written to {build_report(args.runs, args.out, args.baseline, compare_to)}")
@@ -237,7 +237,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench.runner import BenchmarkRun
+    from bench.run.runner import BenchmarkRun
 
     run = BenchmarkRun(
         methods=args.methods, dataset=args.dataset, seeds=args.seeds, out=args.out, device=args.device,

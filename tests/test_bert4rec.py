@@ -5,9 +5,15 @@ import pytest
 import torch
 
 from bench.cli import main
-from bench.dataset import load_dataset
-from bench.protocol import Protocol, Split
-from methods.bert4rec import IGNORE, BERT4Rec, BERT4RecConfig, BERT4RecModel, cloze_mask
+from bench.data.dataset import load_dataset
+from bench.data.protocol import Protocol, Split
+from methods.id.bert4rec import (
+    IGNORE,
+    BERT4Rec,
+    BERT4RecConfig,
+    BERT4RecModel,
+    cloze_mask,
+)
 
 PAD, MASK = 100, 101
 

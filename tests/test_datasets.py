@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from bench.dataset import load_dataset
-from bench.errors import DataError
-from bench.readers import read_s3rec_sequences
-from bench.recipes import discover
+from bench.core.errors import DataError
+from bench.data.dataset import load_dataset
+from bench.data.readers import read_s3rec_sequences
+from bench.data.recipes import discover
 
 
 def test_builtin_recipes_are_found():

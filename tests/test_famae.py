@@ -7,17 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from bench.dataset import load_dataset
-from bench.protocol import Protocol, Split
-from bench.sid import encode_items, vector_proxy_recall
-from methods.famae import (
+from bench.data.dataset import load_dataset
+from bench.data.protocol import Protocol, Split
+from bench.eval.proxy import vector_proxy_recall
+from bench.sid.stages import encode_items
+from methods.encoders.famae import (
     FAMAE,
     FAMAEModel,
     draw_field_mask,
     famae_loss,
     proxy_metrics,
 )
-from methods.sasrec_emb import SASRecEmb
+from methods.encoders.sasrec_emb import SASRecEmb
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.errors import DataError
-from bench.fetch import SourceFile, fetch, mirror_path
+from bench.core.errors import DataError
+from bench.data.fetch import SourceFile, fetch, mirror_path
 
 
 def test_mirror_maps_host_and_path():

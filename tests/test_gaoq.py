@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from bench.errors import ConfigError
-from bench.tokenizer import check_tokenizer
-from methods.gaoq import GAOQ, balanced_kmeans, make_anchors, pca_anchors
+from bench.core.errors import ConfigError
+from bench.sid.tokenizer import check_tokenizer
+from methods.tokenizers.gaoq import GAOQ, balanced_kmeans, make_anchors, pca_anchors
 
 
 def unique_rows(codes: np.ndarray) -> bool:

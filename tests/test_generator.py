@@ -7,14 +7,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.dataset import RawData, build_dataset
-from bench.errors import ConfigError
-from bench.evaluate import Evaluator
-from bench.generator import Generator, GeneratorConfig, SIDTrie, beam_search
-from bench.method import FitContext
-from bench.nn import Block
-from bench.protocol import Protocol, Split
-from bench.train import TrainConfig, Trainer
+from bench.core.errors import ConfigError
+from bench.core.method import FitContext
+from bench.data.dataset import RawData, build_dataset
+from bench.data.protocol import Protocol, Split
+from bench.eval.evaluator import Evaluator
+from bench.nn.blocks import Block
+from bench.nn.train import TrainConfig, Trainer
+from bench.sid.generator import Generator, GeneratorConfig
+from bench.sid.trie import SIDTrie, beam_search
 
 TINY = dict(d_model=32, n_enc_layers=1, n_dec_layers=1, n_heads=2, d_head=16, d_ff=64, dropout=0.0,
             batch_size=128, lr=1e-2, warmup_steps=0, schedule="constant", beam=20)

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from bench.dataset import RawData, build_dataset
-from bench.evaluate import Evaluator, metrics_from_ranks
-from bench.protocol import Protocol, Split
+from bench.data.dataset import RawData, build_dataset
+from bench.data.protocol import Protocol, Split
+from bench.eval.evaluator import Evaluator
+from bench.eval.metrics import metrics_from_ranks
 
 
 def metrics(greater, equal, ks=(1, 2, 5)):

@@ -4,8 +4,8 @@ import json
 import re
 from pathlib import Path
 
-from bench import registry
 from bench.cli import main
+from bench.core import registry
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -22,7 +22,7 @@ def test_readme_method_plugin_example_runs(tmp_path):
 
 
 def test_readme_tokenizer_plugin_example_passes_the_check_and_runs(tmp_path):
-    from bench.tokenizer import check_tokenizer
+    from bench.sid.tokenizer import check_tokenizer
 
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     example = next(b for b in blocks if '@register("tokenizer", "norm-buckets")' in b)

@@ -3,8 +3,8 @@ import sys
 
 import pytest
 
-from bench import registry
-from bench.errors import ConfigError
+from bench.core import registry
+from bench.core.errors import ConfigError
 
 
 def test_unknown_name_lists_known_names_and_the_closest_match():
@@ -15,7 +15,7 @@ def test_unknown_name_lists_known_names_and_the_closest_match():
 
 
 def test_unknown_dataset_suggests_a_match():
-    from bench.dataset import get_recipe
+    from bench.data.dataset import get_recipe
 
     with pytest.raises(ConfigError, match="Did you mean 'beauty'"):
         get_recipe("beuty")

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from bench import report
 from bench.cli import main
+from bench.report import build as report
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",

@@ -4,9 +4,12 @@ import os
 import numpy as np
 import pytest
 
-from bench import records, registry
 from bench.cli import main
-from bench.method import Method
+from bench.core import registry
+from bench.core.device import current_precision
+from bench.core.io import atomic_write_json, run_key
+from bench.core.method import Method
+from bench.run import records
 
 
 def run(tmp_path, *extra):
@@ -78,22 +81,22 @@ def test_bad_input_is_a_clear_error_without_traceback(tmp_path, capsys, args, me
 
 
 def test_precision_is_recorded_and_tf32_changes_the_key_and_the_rerun_command(tmp_path, monkeypatch):
-    from bench.runner import BenchmarkRun
+    from bench.run.runner import BenchmarkRun
 
     assert run(tmp_path) == 0
     record = json.loads((tmp_path / "synthetic" / "pop" / "seed0" / "result.json").read_text())
     assert record["environment"]["precision"] == "fp32" and "precision" not in record  # fp32 keys are unchanged
-    assert records.current_precision("cpu") == "fp32"
+    assert current_precision("cpu") == "fp32"
     tf32 = BenchmarkRun(methods=["pop"], dataset="synthetic", seeds=[0], out=tmp_path, precision="tf32")
     assert tf32.rerun_command("pop", 0, {}).endswith("--device cuda --precision tf32")
     spec = {k: record[k] for k in ("method", "method_class", "budget", "config", "protocol", "seed")}
     spec["dataset"] = {k: record["dataset"][k] for k in ("name", "checksum")}
-    assert records.run_key(spec) == record["run_key"]
-    monkeypatch.setattr("bench.runner.apply_precision", lambda precision, device: None)  # TF32 needs CUDA
+    assert run_key(spec) == record["run_key"]
+    monkeypatch.setattr("bench.run.runner.apply_precision", lambda precision, device: None)  # TF32 needs CUDA
     tf32.device = "cpu"
     (outcome,) = tf32.execute()
     assert outcome.record["environment"]["precision"] == "tf32" and outcome.record["run_key"] != record["run_key"]
-    assert outcome.record["run_key"] == records.run_key({**spec, "precision": "tf32"})
+    assert outcome.record["run_key"] == run_key({**spec, "precision": "tf32"})
 
 
 def test_compile_runs_the_trainer_through_torch_compile_and_is_recorded(tmp_path, monkeypatch):
@@ -132,9 +135,9 @@ def test_compile_mode_is_passed_as_a_mode_not_a_backend(tmp_path, monkeypatch):
 
 def test_atomic_write_leaves_no_partial_file(tmp_path):
     target = tmp_path / "result.json"
-    records.atomic_write_json(target, {"a": 1})
+    atomic_write_json(target, {"a": 1})
     with pytest.raises(TypeError):
-        records.atomic_write_json(target, {"a": object()})
+        atomic_write_json(target, {"a": object()})
     assert json.loads(target.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
 

@@ -6,10 +6,16 @@ import pytest
 import torch
 
 from bench.cli import main
-from bench.dataset import load_dataset
-from bench.protocol import Protocol, Split
-from methods.s3rec import LOSS_NAMES, S3Rec, S3RecConfig, S3RecPretrainer, item_attributes
-from methods.sasrec import SASRecModel
+from bench.data.dataset import load_dataset
+from bench.data.protocol import Protocol, Split
+from methods.id.s3rec import (
+    LOSS_NAMES,
+    S3Rec,
+    S3RecConfig,
+    S3RecPretrainer,
+    item_attributes,
+)
+from methods.id.sasrec import SASRecModel
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from bench.cli import main
-from bench.dataset import load_dataset
-from bench.protocol import Protocol, Split
-from methods.sasrec import SASRecConfig, SASRecModel
+from bench.data.dataset import load_dataset
+from bench.data.protocol import Protocol, Split
+from methods.id.sasrec import SASRecConfig, SASRecModel
 
 
 @pytest.fixture(scope="module")

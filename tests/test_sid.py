@@ -5,12 +5,14 @@ import json
 import numpy as np
 import pytest
 
-from bench import stages
 from bench.cli import main
-from bench.dataset import load_dataset
-from bench.errors import ConfigError
-from bench.protocol import Protocol, Split
-from bench.sid import encode_items, resolve_collisions, sid_diagnostics, tokenize_items
+from bench.core.errors import ConfigError
+from bench.data.dataset import load_dataset
+from bench.data.protocol import Protocol, Split
+from bench.sid import cache as stages
+from bench.sid.collisions import resolve_collisions
+from bench.sid.diagnostics import sid_diagnostics
+from bench.sid.stages import encode_items, tokenize_items
 
 
 def unique_rows(codes):
@@ -98,7 +100,7 @@ def test_swapping_the_tokenizer_reuses_the_encoders_vectors(split, monkeypatch):
 def test_an_old_cache_entry_gets_the_vector_proxy_once(split, monkeypatch):
     import json
 
-    import bench.sid as sid_module
+    import bench.sid.stages as sid_module
 
     vectors, meta = encode_items("text-tfidf", {"dim": 8}, split, None)
     path = stages._folder("encode", meta["cache_key"]) / "meta.json"
@@ -116,7 +118,7 @@ def test_tf32_keys_trained_encoders_but_not_content_encoders(split, monkeypatch)
     a trained encoder's vectors come from a fit that TF32 changes, so its key names the precision."""
     from types import SimpleNamespace
 
-    import bench.sid as sid_module
+    import bench.sid.stages as sid_module
 
     ctx = SimpleNamespace(device="cuda", compile=None)
     fp32 = {name: sid_module.encoder_spec(name, {}, split, 0, ctx) for name in ("text-tfidf", "famae")}
@@ -128,7 +130,7 @@ def test_tf32_keys_trained_encoders_but_not_content_encoders(split, monkeypatch)
 
 def test_changed_stage_code_misses_the_cache(split, monkeypatch):
     """The stage keys hold a digest of the encoder's and tokenizer's source: edited code never reuses old output."""
-    import bench.sid as sid_module
+    import bench.sid.stages as sid_module
 
     vectors, meta = encode_items("text-tfidf", {"dim": 16}, split, None)
     first = tokenize_items("random", {}, vectors, meta["cache_key"], split)
@@ -140,7 +142,7 @@ def test_changed_stage_code_misses_the_cache(split, monkeypatch):
 
 
 def test_bad_last_costs_from_a_plugin_is_a_clear_error(split, monkeypatch):
-    from methods.tokenizers import RandomIDs
+    from methods.tokenizers.random_ids import RandomIDs
 
     monkeypatch.setattr(RandomIDs, "last_costs_", np.zeros((split.n_items, 3), np.float32), raising=False)
     with pytest.raises(ConfigError, match=r"last_costs_ must be \[n_items, last codebook size\]"):
@@ -182,7 +184,8 @@ def test_composition_can_take_another_sid_methods_generator(tmp_path, capsys):
     """sid:E+Q@resid: ReSID's generator sizes with another stage swapped in, recorded under its own name."""
     import dataclasses
 
-    from methods.sid import ReSID, composition
+    from bench.sid.pipeline import composition
+    from methods.sid.resid import ReSID
 
     resid_like, plain = composition("sid:famae+rqvae@resid").Config(), composition("sid:famae+rqvae").Config()
     generator_fields = [f.name for f in dataclasses.fields(ReSID.Config()) if f.name in ("n_heads", "d_head", "d_ff", "beam")]
@@ -209,7 +212,7 @@ def test_diagnose_prints_levels_and_collisions(tmp_path, capsys):
 
 
 def test_cross_parent_consistency_is_high_for_shared_directions_and_low_for_shuffled_ones():
-    from bench.sid import cross_parent_consistency
+    from bench.sid.diagnostics import cross_parent_consistency
 
     rng = np.random.default_rng(0)
     parents = rng.normal(size=(6, 8)) * 20
@@ -231,7 +234,7 @@ def test_cross_parent_consistency_is_high_for_shared_directions_and_low_for_shuf
 
 
 def test_cross_parent_consistency_equals_a_hand_computed_value():
-    from bench.sid import cross_parent_consistency
+    from bench.sid.diagnostics import cross_parent_consistency
 
     # parent 0 children: code 0 at +x, code 1 at +y; parent 1: code 0 at +y, code 1 at +x
     vectors = np.array([[1, 0], [0, 1], [11, 10], [10, 11]], dtype=float)
@@ -258,9 +261,10 @@ def test_resid_runs_end_to_end_on_synthetic_with_the_smoke_budget(tmp_path, caps
 @pytest.mark.parametrize("exclude", [False, True])
 def test_knn_last_ranks_by_the_latest_item_and_equals_the_vector_proxy(tmp_path, capsys, exclude):
     """Under either protocol: with exclude_history the proxy leaves the history items out, as the evaluator does."""
-    from bench.dataset import load_dataset
-    from bench.protocol import Protocol, Split
-    from bench.sid import encode_items, vector_proxy_recall
+    from bench.data.dataset import load_dataset
+    from bench.data.protocol import Protocol, Split
+    from bench.eval.proxy import vector_proxy_recall
+    from bench.sid.stages import encode_items
 
     code = main(["run", "--methods", "knn-last", "--dataset", "synthetic", "--set", "encoder=text-tfidf",
                  "--protocol", f"exclude_history={exclude}", "--out", str(tmp_path), "--quiet", "--device", "cpu"])

@@ -1,6 +1,6 @@
 
-from bench.dataset import RawData, build_dataset
-from bench.protocol import Protocol, Split
+from bench.data.dataset import RawData, build_dataset
+from bench.data.protocol import Protocol, Split
 
 
 def make_split(history_len=3):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from bench import stats
+from bench.report import stats
 
 # fixed per-user vectors: 12 users, two methods, some ties and zero differences
 A = np.array([0.0, 0.5, 0.33, 1.0, 0.0, 0.25, 0.63, 0.0, 0.2, 0.43, 1.0, 0.39])

@@ -7,9 +7,9 @@ from collections import Counter, defaultdict
 import numpy as np
 import pytest
 
-from bench.dataset import build_dataset
-from bench.errors import ConfigError
-from bench.synthetic import SyntheticData, generate, read_synthetic
+from bench.core.errors import ConfigError
+from bench.data.dataset import build_dataset
+from bench.data.synthetic import SyntheticData, generate, read_synthetic
 
 SMALL = {"n_items": 400, "n_users": 800, "n_groups": 20}
 

@@ -4,11 +4,16 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from bench import registry
-from bench.errors import ConfigError, DataError
-from bench.tokenizer import check_tokenizer
-from methods.rqvae import RQVAE
-from methods.tokenizers import LSH, HKMeans, Precomputed, RandomIDs, RQKMeans, kmeans
+from bench.core import registry
+from bench.core.errors import ConfigError, DataError
+from bench.sid.tokenizer import check_tokenizer
+from methods.tokenizers.clustering import kmeans
+from methods.tokenizers.hkmeans import HKMeans
+from methods.tokenizers.lsh import LSH
+from methods.tokenizers.precomputed import Precomputed
+from methods.tokenizers.random_ids import RandomIDs
+from methods.tokenizers.rqkmeans import RQKMeans
+from methods.tokenizers.rqvae import RQVAE
 
 
 @pytest.fixture
@@ -185,7 +190,7 @@ def test_precomputed_errors(tmp_path):
 
 
 def test_precomputed_beauty_rqvae_native(mirror):
-    from bench.dataset import load_dataset
+    from bench.data.dataset import load_dataset
 
     ds = load_dataset("beauty")
     tok = Precomputed(index="rqvae_native").fit(np.zeros((ds.n_items, 0), dtype=np.float32), ds)
@@ -198,9 +203,9 @@ def test_precomputed_beauty_rqvae_native(mirror):
 
 
 def test_plugins_without_parameter_defaults_are_named_by_kind():
-    from bench.encoder import Encoder
-    from bench.plugin import plugin_defaults
-    from bench.tokenizer import Tokenizer
+    from bench.core.plugin import plugin_defaults
+    from bench.sid.encoder import Encoder
+    from bench.sid.tokenizer import Tokenizer
 
     class NoDefaultEncoder(Encoder):
         def __init__(self, dim, scale=1.0):
@@ -218,8 +223,8 @@ def test_plugins_without_parameter_defaults_are_named_by_kind():
 
 
 def test_precomputed_cache_key_follows_the_file_content(tmp_path):
-    from bench.sid import tokenizer_spec
-    from bench.stages import stage_key
+    from bench.sid.cache import stage_key
+    from bench.sid.stages import tokenizer_spec
 
     path = tmp_path / "index.json"
     write_index(path, 12)
@@ -234,9 +239,9 @@ def test_precomputed_cache_key_follows_the_file_content(tmp_path):
 def test_trained_encoders_cache_key_names_compile_and_content_encoders_ignore_it():
     from types import SimpleNamespace
 
-    from bench.dataset import load_dataset
-    from bench.protocol import Protocol, Split
-    from bench.sid import encoder_spec
+    from bench.data.dataset import load_dataset
+    from bench.data.protocol import Protocol, Split
+    from bench.sid.stages import encoder_spec
 
     split = Split(load_dataset("synthetic"), Protocol())
     ctx = SimpleNamespace(device="cpu", compile="inductor")

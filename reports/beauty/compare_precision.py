@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats as scipy_stats
 
-from bench import stats
-from bench.report import TEST_METRIC, collect_runs, make_tables, per_user_mean
+from bench.report import stats
+from bench.report.build import TEST_METRIC, collect_runs, make_tables, per_user_mean
 
 HERE = Path(__file__).resolve().parent
 FOLDERS = {"fp32": HERE / "sid", "tf32": HERE / "sid-tf32"}

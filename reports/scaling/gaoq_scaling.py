@@ -40,7 +40,7 @@ def item_vectors(n_items: int, dim: int, seed: int, random: bool) -> np.ndarray:
 def run_one(n_items: int, dim: int, seed: int, random: bool) -> dict:
     """Fit GAOQ once in this process; time, peak RSS and what it chose."""
     sys.path.insert(0, str(ROOT))
-    from methods.gaoq import GAOQ
+    from methods.tokenizers.gaoq import GAOQ
 
     vectors = item_vectors(n_items, dim, seed, random)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -18,7 +18,7 @@ import types
 import numpy as np
 import torch
 
-from methods.famae import FAMAEModel, draw_field_mask, famae_loss
+from methods.encoders.famae import FAMAEModel, draw_field_mask, famae_loss
 
 BEFORE = "b86ce7b"
 N_ITEMS, BATCH, HISTORY = 12101, 2048, 20

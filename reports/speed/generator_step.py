@@ -27,8 +27,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bench import registry
-from bench.generator import GeneratorConfig, SIDGenerator
+from bench.core import registry
+from bench.sid.generator import GeneratorConfig, SIDGenerator
 
 METHODS = {"tiger": [256, 256, 256, 8], "resid": [28, 28, 16]}  # codebook sizes (tiger: 3 levels + collision level)
 N_ITEMS, HISTORY = 12101, 20

@@ -1,0 +1,243 @@
+"""Run methods x seeds on one dataset under one protocol and write their records."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import logging
+import multiprocessing
+import os
+import shlex
+import sys
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench import __version__
+from bench.core import registry
+from bench.core.device import (
+    apply_precision,
+    device_description,
+    resolve_device,
+    seed_everything,
+)
+from bench.core.errors import ConfigError, SidbenchError
+from bench.core.io import run_key
+from bench.core.method import FitContext, build_config, resolve_budget
+from bench.data.dataset import Dataset, load_dataset
+from bench.data.protocol import Protocol, Split
+from bench.eval.evaluator import Evaluator
+from bench.nn.train import COMPILE_MODES
+from bench.run import records
+
+log = logging.getLogger(__name__)
+
+
+def check_compile(backend: str | None) -> None:
+    """``--compile`` names a torch.compile backend or one of inductor's modes (:data:`bench.train.COMPILE_MODES`)."""
+    if backend is None or backend in COMPILE_MODES:
+        return
+    known = torch.compiler.list_backends(exclude_tags=())
+    if backend not in known:
+        raise ConfigError(f"--compile {backend}: torch.compile has no such backend or mode; backends: "
+                          f"{', '.join(sorted(known))}; inductor modes: {', '.join(COMPILE_MODES)} "
+                          "(plain --compile means inductor)")
+
+
+def split_overrides(methods: list[str], overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``key=value`` goes to every method that has the option; ``method.key=value`` to one method."""
+    per_method: dict[str, dict[str, Any]] = {m: {} for m in methods}
+    for key, value in overrides.items():
+        target, dot, option = key.rpartition(".")
+        if dot:
+            if target not in per_method:
+                raise ConfigError(f"option {key!r} names method {target!r}, which is not in this run ({', '.join(methods)})")
+            per_method[target][option] = value
+            continue
+        options = {m: {f.name for f in dataclasses.fields(_method_class(m).Config)} for m in methods}
+        takers = [m for m in methods if option in options[m]]
+        if not takers:
+            close = difflib.get_close_matches(option, sorted(set().union(*options.values())), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"no method in this run ({', '.join(methods)}) has an option {option!r}.{hint}")
+        for m in takers:
+            per_method[m][option] = value
+    return per_method
+
+
+def _run_task(run: "BenchmarkRun", threads: int) -> "RunOutcome":
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(threads)  # workers must not oversubscribe the CPU
+    try:
+        return run.execute()[0]
+    except SidbenchError as exc:
+        folder = records.run_dir(run.out, run.dataset, run.methods[0], run.seeds[0])
+        return RunOutcome(run.methods[0], run.seeds[0], folder, error=f"{type(exc).__name__}: {exc}")
+
+
+def _method_class(name: str) -> type:
+    if name.startswith("sid:"):  # an ad-hoc composition, e.g. sid:text-st+hkmeans
+        from bench.sid.pipeline import composition
+        return composition(name)
+    return registry.get("method", name)
+
+
+@dataclass
+class RunOutcome:
+    method: str
+    seed: int
+    folder: Path
+    record: dict[str, Any] | None = None
+    error: str | None = None
+    reused: bool = False
+
+
+@dataclass
+class BenchmarkRun:
+    """One ``run`` invocation: methods x seeds on a dataset."""
+
+    methods: list[str]
+    dataset: str
+    seeds: list[int]
+    out: Path
+    device: str = "auto"
+    precision: str = "fp32"  # float32 matmuls on CUDA: fp32 or tf32
+    compile: str | None = None  # torch.compile backend or inductor mode for the trainers' loss steps, or None
+    budget: str = "default"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    protocol_overrides: dict[str, Any] = field(default_factory=dict)
+    force: bool = False
+    quiet: bool = False
+    jobs: int = 1  # runs (method, seed) in this many worker processes at once
+
+    def execute(self) -> list[RunOutcome]:
+        if self.jobs > 1 and len(self.methods) * len(self.seeds) > 1:
+            return self._execute_parallel()
+        return self._execute_serial()
+
+    def _execute_parallel(self) -> list[RunOutcome]:
+        """Small models leave a GPU mostly idle: run (method, seed) pairs side by side in processes."""
+        for m in self.methods:
+            _method_class(m)  # unknown names fail before any work
+        apply_precision(self.precision, resolve_device(self.device))  # bad options too, before any worker starts
+        check_compile(self.compile)
+        per_method = split_overrides(self.methods, self.overrides)
+        load_dataset(self.dataset)  # prepare once, so workers only read the cache
+        tasks = [(m, s) for m in self.methods for s in self.seeds]
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=self.jobs, mp_context=context) as pool:
+            threads = max(1, (os.cpu_count() or 1) // self.jobs)
+            futures = [
+                pool.submit(_run_task, dataclasses.replace(
+                    self, methods=[m], seeds=[s], jobs=1, quiet=True,
+                    overrides={f"{m}.{k}": v for k, v in per_method[m].items()},
+                ), threads)
+                for m, s in tasks
+            ]
+            return [f.result() for f in futures]
+
+    def _execute_serial(self) -> list[RunOutcome]:
+        device = resolve_device(self.device)
+        apply_precision(self.precision, device)
+        check_compile(self.compile)
+        classes = {m: _method_class(m) for m in self.methods}  # unknown names fail before any work
+        per_method = split_overrides(self.methods, self.overrides)
+        start = time.perf_counter()
+        dataset = load_dataset(self.dataset)
+        budgets = {m: resolve_budget(classes[m], self.budget, dataset.n_users) for m in self.methods}
+        configs = {m: build_config(classes[m], m, budgets[m], per_method[m]) for m in self.methods}
+        protocol = Protocol.from_options(dataset.protocol_defaults, self.protocol_overrides)
+        split = Split(dataset, protocol)
+        prepare_s = round(time.perf_counter() - start, 3)
+        outcomes = []
+        for method in self.methods:
+            for seed in self.seeds:
+                outcomes.append(self._run_one(method, classes[method], configs[method], budgets[method],
+                                              per_method[method], seed, dataset, split, device, prepare_s))
+        return outcomes
+
+    def _run_one(self, method: str, cls: type, config: Any, budget: str, overrides: dict[str, Any], seed: int,
+                 dataset: Dataset, split: Split, device: torch.device, prepare_s: float) -> RunOutcome:
+        folder = records.run_dir(self.out, dataset.name, method, seed)
+        spec = {
+            "method": method,
+            "method_class": f"{cls.__module__}:{cls.__qualname__}",
+            "budget": budget,
+            "config": dataclasses.asdict(config),
+            "dataset": {"name": dataset.name, "checksum": dataset.checksum},
+            "protocol": split.protocol.to_dict(),
+            "seed": seed,
+        }
+        if self.precision != "fp32":  # only then, so fp32 runs keep the keys they had before the option
+            spec["precision"] = self.precision
+        if self.compile:  # likewise: compiled kernels round differently
+            spec["compile"] = self.compile
+        key = run_key(spec)
+        if not self.force and (done := records.finished(folder, key)):
+            log.info("reusing finished run %s", folder)
+            return RunOutcome(method, seed, folder, done, reused=True)
+        seed_everything(seed)
+        ctx = FitContext(device=device, seed=seed, valid=Evaluator(split, "valid", device), quiet=self.quiet,
+                         compile=self.compile)
+        ctx.timings["prepare_data"] = prepare_s
+        command = "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
+        base = {
+            **spec,
+            "run_key": key,
+            "sidbench_version": __version__,
+            "dataset": {**spec["dataset"], "stats": dataset.stats},
+            "environment": {**records.environment(device_description(device)), "precision": self.precision,
+                            "compile": self.compile},
+            "command": command,
+            "rerun": self.rerun_command(method, seed, overrides),
+        }
+        try:
+            model = cls(config)
+            with ctx.stage("fit"):
+                model.fit(split, ctx)
+            with ctx.stage("evaluate_test"):
+                test = Evaluator(split, "test", device).evaluate(model, quiet=self.quiet)
+            with ctx.stage("evaluate_valid"):
+                valid = ctx.valid.evaluate(model, quiet=True)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # one failing method must not lose the others' results
+            log.error("%s seed %d failed: %s", method, seed, exc)
+            detail = "" if isinstance(exc, SidbenchError) else traceback.format_exc()
+            records.write_failure(folder, {**base, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
+                                           "traceback": detail, "timings": ctx.timings})
+            return RunOutcome(method, seed, folder, error=f"{type(exc).__name__}: {exc}")
+        ctx.timings["total"] = round(sum(v for k, v in ctx.timings.items() if k in
+                                         ("prepare_data", "fit", "evaluate_test", "evaluate_valid")), 3)
+        record = {
+            **base,
+            "status": "ok",
+            "environment": {**base["environment"],
+                            "gpu_other_processes": records.gpu_other_processes() if device.type == "cuda" else None},
+            "metrics": {"test": test.means, "valid": valid.means},
+            "curve": ctx.curve or [{"epoch": 0, **valid.means}],  # a method that trains nothing: its one point
+            "timings": ctx.timings,
+            "extra": ctx.extra,
+        }
+        per_user = {**{k: v.astype(np.float32) for k, v in test.per_user.items()}, "user": np.arange(split.n_users)}
+        records.write_result(folder, record, per_user)
+        return RunOutcome(method, seed, folder, record)
+
+    def rerun_command(self, method: str, seed: int, overrides: dict[str, Any]) -> str:
+        parts = ["python", "-m", "bench", "run", "--methods", method, "--dataset", self.dataset,
+                 "--seeds", str(seed), "--budget", self.budget, "--out", str(self.out)]
+        if self.precision != "fp32":
+            parts += ["--device", "cuda", "--precision", self.precision]
+        if self.compile:
+            parts += ["--compile", self.compile]
+        for key, value in overrides.items():
+            parts += ["--set", f"{method}.{key}={value}"]
+        for key, value in self.protocol_overrides.items():
+            parts += ["--protocol", f"{key}={value}"]
+        return " ".join(shlex.quote(p) for p in parts)

@@ -1,0 +1,186 @@
+"""SID methods: an item encoder, a tokenizer and the shared generator, composed by name.
+
+Every SID method is the same pipeline with a different encoder and tokenizer:
+
+    vectors = encode_items(encoder)          # E, cached
+    sids    = tokenize_items(tokenizer)      # Q, cached, then the collision post-step
+    generator.fit(split, sids.codes)         # G, the shared T5-style model + trie beam search
+
+so only the tokenizer differs between ``tiger``, ``rqkmeans-t5``, ``hkmeans-t5``
+and any ``sid:ENCODER+TOKENIZER`` composition. A method's config holds the
+generator's options, ``encoder`` / ``encoder_options`` (``"key=value;key=value"``),
+the tokenizer's own parameters as ``tok_<name>``, and ``collisions``.
+The encoder name ``text`` means the dataset's text encoder (its recipe's
+``[sid] text_encoder``, ``text-st`` unless the recipe says otherwise; the
+record names the one used).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.core import registry
+from bench.core.errors import ConfigError
+from bench.core.method import FitContext, Method
+from bench.core.options import _coerce
+from bench.core.plugin import plugin_defaults
+from bench.data.dataset import get_recipe
+from bench.data.protocol import Split
+from bench.sid.generator import Generator, GeneratorConfig
+from bench.sid.stages import encode_items, tokenize_items
+
+TOK = "tok_"
+
+
+DEFAULT_TEXT_ENCODER = "text-st"
+
+
+# the generator at smoke size: seconds on a CPU, for tests
+SMOKE_GENERATOR = {"d_model": 32, "n_enc_layers": 1, "n_dec_layers": 1, "n_heads": 2, "d_head": 16, "d_ff": 64,
+                   "epochs": 3, "batch_size": 256, "eval_every": 1, "patience": 2, "lr": 3e-3, "warmup_steps": 0}
+
+
+def resolve_encoder(name: str, dataset: str) -> str:
+    """``text`` means the dataset's text encoder (its recipe's ``[sid] text_encoder``); other names stay."""
+    if name == "text":
+        return get_recipe(dataset).sid.get("text_encoder", DEFAULT_TEXT_ENCODER)
+    return name
+
+
+ENCODER_FACTS = ("fit_seconds", "dim", "device", "precision", "fit_info", "cache_key", "cache_hit", "vector_proxy")
+
+
+def encode_with(encoder: str, options: str, split: Split, ctx: Any) -> tuple[np.ndarray, dict[str, Any]]:
+    """Item vectors from ``encoder`` (``text`` resolved, ``options`` parsed; cached), and the record's encoder
+    entry: its name, parameters and the E-stage's facts (what every method that reads item vectors records)."""
+    name = resolve_encoder(encoder, split.dataset.name)
+    params = parse_options(options, registry.get("encoder", name), f"encoder {name}")
+    vectors, encoded = encode_items(name, params, split, ctx)
+    return vectors, {"name": name, "params": params, **{k: encoded[k] for k in ENCODER_FACTS if k in encoded}}
+
+
+def encoder_proxies(encoded: dict[str, Any]) -> dict[str, float]:
+    """``{"metric (stage)": value}``: the model-free vector proxy every encoder gets, and the encoder's own (FAMAE's)."""
+    per_stage: dict[str, dict[str, float]] = {}
+    for source in (encoded.get("vector_proxy", {}), encoded["fit_info"].get("proxy", {})):
+        for stage, values in source.items():
+            per_stage.setdefault(stage, {}).update(values)
+    return {f"{name} ({stage})": value for stage, values in sorted(per_stage.items())
+            for name, value in sorted(values.items())}
+
+
+def parse_options(text: str, cls: type, who: str) -> dict[str, Any]:
+    """``"key=value;key=value"`` checked against ``cls``'s constructor and typed by its defaults."""
+    defaults = plugin_defaults(cls, who.split()[0])
+    out: dict[str, Any] = {}
+    for pair in filter(None, (p.strip() for p in text.split(";"))):
+        key, eq, value = pair.partition("=")
+        key = key.strip()
+        if not eq or key not in defaults:
+            raise ConfigError(f"{who}: expected key=value with key in {sorted(defaults)}, found {pair!r}")
+        out[key] = _coerce(value.strip(), defaults[key], key)
+    return out
+
+
+class SIDMethod(Method):
+    """Base of every SID method; subclasses are made by ``sid_method``."""
+
+    tokenizer_name: str = ""
+
+    def tokenizer_params(self, seed: int) -> dict[str, Any]:
+        params = {f.name[len(TOK):]: getattr(self.config, f.name)
+                  for f in dataclasses.fields(self.config) if f.name.startswith(TOK)}
+        if "seed" in params:  # the run's seed, unless tok_seed is set
+            params["seed"] = seed if params["seed"] is None else int(params["seed"])
+        return params
+
+    def fit(self, split: Split, ctx: FitContext) -> "SIDMethod":
+        cfg = self.config
+        with ctx.stage("encode"):
+            vectors, encoder = encode_with(cfg.encoder, cfg.encoder_options, split, ctx)
+        with ctx.stage("tokenize"):
+            self.sids_ = tokenize_items(self.tokenizer_name, self.tokenizer_params(ctx.seed), vectors,
+                                        encoder["cache_key"], split, str(ctx.device), cfg.collisions)
+        sids = self.sids_
+        ctx.extra["sid"] = {
+            "encoder": encoder,
+            "tokenizer": {"name": self.tokenizer_name, "params": self.tokenizer_params(ctx.seed), **sids.info},
+            "collisions": sids.collisions,
+            "diagnostics": sids.diagnostics,
+        }
+        ctx.extra["proxy"] = encoder_proxies(encoder)
+        gen_config = GeneratorConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(GeneratorConfig)})
+        with ctx.stage("generator"):
+            self.generator_ = Generator(gen_config).fit(split, sids.codes, sids.codebook_sizes, ctx)
+        return self
+
+    @torch.no_grad()
+    def rank(self, histories: torch.Tensor, users: torch.Tensor, k: int) -> torch.Tensor:
+        return self.generator_.rank(histories, users, k)
+
+
+def sid_method(name: str, encoder: str, tokenizer: str, description: str,
+               tokenizer_params: dict[str, Any] | None = None,
+               generator: dict[str, Any] | None = None) -> type[SIDMethod]:
+    """A SID method class: ``encoder`` + ``tokenizer`` + the shared generator, with its own defaults.
+
+    The smoke budget (tests) takes the generator at smoke size and the
+    encoder's and tokenizer's ``smoke_params`` class attributes, if they have any.
+    """
+    tok_cls = registry.get("tokenizer", tokenizer)
+    tok_defaults = {**plugin_defaults(tok_cls, "tokenizer"), **(tokenizer_params or {})}
+    if "seed" in tok_defaults:
+        tok_defaults["seed"] = None  # None: the run's seed
+    fields: list[tuple[str, type, Any]] = [
+        ("encoder", str, dataclasses.field(default=encoder)),
+        ("encoder_options", str, dataclasses.field(default="")),
+        ("collisions", str, dataclasses.field(default="extra-level")),
+    ]
+    for key, value in tok_defaults.items():
+        fields.append((TOK + key, Any, dataclasses.field(default=value)))
+    for key, value in (generator or {}).items():
+        fields.append((key, Any, dataclasses.field(default=value)))
+    config = dataclasses.make_dataclass(f"{_camel(name)}Config", fields, bases=(GeneratorConfig,))
+    smoke = {**SMOKE_GENERATOR, **{TOK + k: v for k, v in getattr(tok_cls, "smoke_params", {}).items()}}
+    if encoder != "text":  # "text" is resolved per dataset at fit time
+        enc_smoke = getattr(registry.get("encoder", encoder), "smoke_params", {})
+        smoke["encoder_options"] = ";".join(f"{k}={v}" for k, v in enc_smoke.items())
+    return type(_camel(name), (SIDMethod,), {
+        "__doc__": description, "Config": config, "tokenizer_name": tokenizer,
+        "budgets": {"default": {}, "smoke": smoke}, "__module__": __name__,
+    })
+
+
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.replace(":", "-").replace("+", "-").split("-") if part)
+
+
+def composition(name: str) -> type[SIDMethod]:
+    """The method class for ``sid:ENCODER+TOKENIZER[@METHOD]`` (e.g. ``sid:text-st+hkmeans``).
+
+    ``@METHOD`` takes the generator's settings from that SID method instead of the shared defaults:
+    ``sid:famae+rqvae@resid`` is ReSID's Q1 ablation with ReSID's generator, under its own name (so its
+    records never replace those of ``sid:famae+rqvae``).
+    """
+    body, at, generator_of = name[len("sid:"):].partition("@")
+    encoder, plus, tokenizer = body.partition("+")
+    if not (name.startswith("sid:") and plus and encoder and tokenizer) or (at and not generator_of):
+        raise ConfigError("a SID composition is written sid:ENCODER+TOKENIZER[@METHOD] (e.g. sid:text-st+hkmeans, "
+                          f"or sid:famae+rqvae@resid for resid's generator), found {name!r}")
+    if encoder != "text":
+        registry.get("encoder", encoder)  # unknown names fail here, with suggestions
+    generator, described = None, "the shared generator"
+    if generator_of:
+        source = registry.get("method", generator_of)
+        if not (isinstance(source, type) and issubclass(source, SIDMethod)):
+            raise ConfigError(f"{name}: @{generator_of} must name a SID method, whose generator settings are taken; "
+                              f"{generator_of} is not one (SID methods: resid, tiger, ...)")
+        ours, base = source.Config(), GeneratorConfig()
+        generator = {f.name: getattr(ours, f.name) for f in dataclasses.fields(GeneratorConfig)
+                     if getattr(ours, f.name) != getattr(base, f.name)}
+        described = f"{generator_of}'s generator"
+    return sid_method(name, encoder, tokenizer, f"{encoder} + {tokenizer} + {described}", generator=generator)
