@@ -31,11 +31,11 @@ from bench.core.plugin import plugin_defaults
 from bench.data.dataset import get_recipe
 from bench.data.protocol import Split
 from bench.sid.generator import Generator, GeneratorConfig
-from bench.sid.stages import encode_items, tokenize_items
+from bench.sid.stages import SIDTable, encode_items, tokenize_items
+from bench.sid.tokenizer import MAIN_VIEW, ItemViews
 
 TOK = "tok_"
-
-
+VIEW = "view_"  # a tokenizer's extra item view: view_<name> = "ENCODER[:key=value;...]"
 DEFAULT_TEXT_ENCODER = "text-st"
 
 
@@ -86,6 +86,29 @@ def parse_options(text: str, cls: type, who: str) -> dict[str, Any]:
     return out
 
 
+def encode_views(cfg: Any, tokenizer_cls: type, split: Split, ctx: Any) -> ItemViews:
+    """The method's own encoder's vectors (the ``main`` view) and each extra view the tokenizer reads,
+    encoded as the config's ``view_<name>`` says (``"ENCODER[:key=value;...]"``); all cached."""
+    vectors, entries = {}, {}
+    vectors[MAIN_VIEW], entries[MAIN_VIEW] = encode_with(cfg.encoder, cfg.encoder_options, split, ctx)
+    for view in sorted(getattr(tokenizer_cls, "views", None) or {}):
+        encoder, _, options = getattr(cfg, VIEW + view).partition(":")
+        vectors[view], entries[view] = encode_with(encoder, options, split, ctx)
+    return ItemViews(vectors, entries)
+
+
+def log_sid(ctx: Any, views: ItemViews, tokenizer: dict[str, Any], table: SIDTable, kind: str = "two-stage",
+            **facts: Any) -> None:
+    """The record's SID section, written the same way by two-stage, joint and unified methods: the encoder
+    (and extra views), the tokenizer, the collision post-step, the diagnostics, and ``facts`` of the method's
+    own (e.g. how a joint method's codes moved); plus the encoder's proxy metrics."""
+    extra = {view: entry for view, entry in views.entries.items() if view != MAIN_VIEW}
+    ctx.extra["sid"] = {"kind": kind, "encoder": views.entries[MAIN_VIEW], **({"views": extra} if extra else {}),
+                        "tokenizer": tokenizer, "collisions": table.collisions, "diagnostics": table.diagnostics,
+                        **facts}
+    ctx.extra["proxy"] = encoder_proxies(views.entries[MAIN_VIEW])
+
+
 class SIDMethod(Method):
     """Base of every SID method; subclasses are made by ``sid_method``."""
 
@@ -101,18 +124,12 @@ class SIDMethod(Method):
     def fit(self, split: Split, ctx: FitContext) -> "SIDMethod":
         cfg = self.config
         with ctx.stage("encode"):
-            vectors, encoder = encode_with(cfg.encoder, cfg.encoder_options, split, ctx)
+            views = encode_views(cfg, registry.get("tokenizer", self.tokenizer_name), split, ctx)
         with ctx.stage("tokenize"):
-            self.sids_ = tokenize_items(self.tokenizer_name, self.tokenizer_params(ctx.seed), vectors,
-                                        encoder["cache_key"], split, str(ctx.device), cfg.collisions)
+            self.sids_ = tokenize_items(self.tokenizer_name, self.tokenizer_params(ctx.seed), views, None, split,
+                                        str(ctx.device), cfg.collisions)
         sids = self.sids_
-        ctx.extra["sid"] = {
-            "encoder": encoder,
-            "tokenizer": {"name": self.tokenizer_name, "params": self.tokenizer_params(ctx.seed), **sids.info},
-            "collisions": sids.collisions,
-            "diagnostics": sids.diagnostics,
-        }
-        ctx.extra["proxy"] = encoder_proxies(encoder)
+        log_sid(ctx, views, {"name": self.tokenizer_name, "params": self.tokenizer_params(ctx.seed), **sids.info}, sids)
         gen_config = GeneratorConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(GeneratorConfig)})
         with ctx.stage("generator"):
             self.generator_ = Generator(gen_config).fit(split, sids.codes, sids.codebook_sizes, ctx)
@@ -142,6 +159,8 @@ def sid_method(name: str, encoder: str, tokenizer: str, description: str,
     ]
     for key, value in tok_defaults.items():
         fields.append((TOK + key, Any, dataclasses.field(default=value)))
+    for view, encoder_spec in sorted(getattr(tok_cls, "views", {}).items()):
+        fields.append((VIEW + view, str, dataclasses.field(default=encoder_spec)))
     for key, value in (generator or {}).items():
         fields.append((key, Any, dataclasses.field(default=value)))
     config = dataclasses.make_dataclass(f"{_camel(name)}Config", fields, bases=(GeneratorConfig,))

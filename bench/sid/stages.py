@@ -26,7 +26,7 @@ from bench.sid import cache as stages
 from bench.sid.collisions import COLLISION_METHODS, resolve_collisions
 from bench.sid.diagnostics import cross_parent_consistency, sid_diagnostics
 from bench.sid.encoder import check_vectors
-from bench.sid.tokenizer import validate_codes
+from bench.sid.tokenizer import MAIN_VIEW, ItemViews, validate_codes
 
 
 def encoder_spec(name: str, params: dict[str, Any], split: Split, seed: int, ctx: Any = None) -> dict[str, Any]:
@@ -73,8 +73,8 @@ def encode_items(name: str, params: dict[str, Any], split: Split, ctx: Any) -> t
 
 
 @dataclass
-class SIDs:
-    """Unique semantic IDs for every item, with how they were made."""
+class SIDTable:
+    """Unique semantic IDs for every item, with how they were made; what the Q-stage hands the generator."""
 
     codes: np.ndarray  # int64 [n_items, L], unique rows
     codebook_sizes: list[int]
@@ -83,6 +83,7 @@ class SIDs:
     collisions: dict[str, Any]
     diagnostics: dict[str, Any]
     info: dict[str, Any] = field(default_factory=dict)  # fit time, device, cache key
+    state: dict[str, np.ndarray] | None = None  # a torch tokenizer's learned state (``get_state()``), cached with the codes
 
 
 def _check_params(cls: type, params: dict[str, Any], kind: str, name: str) -> None:
@@ -92,11 +93,18 @@ def _check_params(cls: type, params: dict[str, Any], kind: str, name: str) -> No
         raise ConfigError(f"{kind} {name} has no parameter(s) {unknown}; its parameters: {', '.join(known) or '(none)'}")
 
 
-def tokenizer_spec(name: str, params: dict[str, Any], encoder_key: str, device: str = "cpu") -> dict[str, Any]:
-    """What determines a tokenizer's codes: its parameters, the vectors' key, its code, and the content of
-    any file it reads (``input_digest()``, e.g. ``precomputed path=``: a rewritten file is a new entry), and TF32."""
+def tokenizer_spec(name: str, params: dict[str, Any], views: ItemViews | str, device: str = "cpu",
+                   split: Split | None = None) -> dict[str, Any]:
+    """What determines a tokenizer's codes: its parameters, its views' keys, its code, the content of any
+    file it reads (``input_digest()``, e.g. ``precomputed path=``: a rewritten file is a new entry), TF32,
+    and for a tokenizer that reads the training sequences, the protocol."""
     cls = registry.get("tokenizer", name)
+    encoder_key = views if isinstance(views, str) else views.key()
     spec = {"tokenizer": name, "params": params, "encoder_key": encoder_key, "code": code_digest(cls)}
+    if not isinstance(views, str) and len(views.entries) > 1:  # named only then: one-view keys stay as they were
+        spec["views"] = {view: entry["cache_key"] for view, entry in sorted(views.entries.items()) if view != MAIN_VIEW}
+    if getattr(cls, "reads_sequences", False) and split is not None:
+        spec.update(protocol=split.protocol.to_dict(), dataset=split.dataset.checksum)
     if current_precision(device) == "tf32":  # named only then, as in run keys
         spec["precision"] = "tf32"
     digest = getattr(cls(**params), "input_digest", None)
@@ -105,20 +113,43 @@ def tokenizer_spec(name: str, params: dict[str, Any], encoder_key: str, device: 
     return spec
 
 
-def tokenize_items(name: str, params: dict[str, Any], vectors: np.ndarray, encoder_key: str, split: Split,
-                   device: str = "cpu", collisions: str = "extra-level") -> SIDs:
-    """Fit tokenizer ``name`` on ``vectors`` (cached by the encoder's key and the parameters), then make SIDs unique."""
+STATE_PREFIX = "state."  # a tokenizer's state arrays sit in the cache entry's npz under this prefix
+
+
+def fit_inputs(cls: type, views: ItemViews, split: Split) -> dict[str, Any]:
+    """The keyword inputs ``fit`` takes besides the main vectors and the dataset: the extra views a
+    tokenizer names in ``views``, the training split if it ``reads_sequences``."""
+    inputs: dict[str, Any] = {}
+    if getattr(cls, "views", None):
+        inputs["views"] = views
+    if getattr(cls, "reads_sequences", False):
+        inputs["split"] = split
+    return inputs
+
+
+def tokenize_items(name: str, params: dict[str, Any], views: ItemViews | np.ndarray, encoder_key: str | None,
+                   split: Split, device: str = "cpu", collisions: str = "extra-level") -> SIDTable:
+    """Fit tokenizer ``name`` on the item views (cached by their keys and the parameters), then make SIDs unique.
+
+    ``views`` may be a bare vector array (one view, keyed by ``encoder_key``)."""
     if collisions not in COLLISION_METHODS:
         raise ConfigError(f"collisions must be one of {COLLISION_METHODS}, found {collisions!r}")
+    if not isinstance(views, ItemViews):
+        views = ItemViews({MAIN_VIEW: views}, {MAIN_VIEW: {"cache_key": encoder_key}})
+    vectors = views.main
     cls = registry.get("tokenizer", name)
     _check_params(cls, params, "tokenizer", name)
     params = {**plugin_defaults(cls, "tokenizer"), **params}
+    missing = sorted(set(getattr(cls, "views", None) or {}) - set(views.vectors))
+    if missing:
+        raise ConfigError(f"tokenizer {name} reads the item views {sorted(cls.views)}, but {missing} were not "
+                          f"given (found {sorted(views.vectors)}); a SID method encodes them from its view_* options")
 
     def compute():
         tokenizer = cls(**params)
         tokenizer.device = device
         start = time.perf_counter()
-        tokenizer.fit(vectors, split.dataset)
+        tokenizer.fit(vectors, split.dataset, **fit_inputs(cls, views, split))
         seconds = round(time.perf_counter() - start, 3)
         codes = validate_codes(tokenizer.codes_, tokenizer.codebook_sizes, split.n_items, f"tokenizer {name}")
         arrays = {"codes": codes, "codebook_sizes": np.asarray(tokenizer.codebook_sizes, dtype=np.int64)}
@@ -131,15 +162,21 @@ def tokenize_items(name: str, params: dict[str, Any], vectors: np.ndarray, encod
                                   f"{list(expected)}, found {list(costs.shape)}; fix the plugin's last_costs_ "
                                   f"or leave it out (the Hungarian step then treats every move as cost 1)")
             arrays["last_costs"] = costs
-        meta = {"fit_seconds": seconds, "device": device, "precision": current_precision(device), "fit_info": getattr(tokenizer, "fit_info_", {})}
+        state = tokenizer.get_state() if callable(getattr(tokenizer, "get_state", None)) else None
+        for key, value in (state or {}).items():
+            arrays[STATE_PREFIX + key] = np.asarray(value)
+        meta = {"fit_seconds": seconds, "device": device, "precision": current_precision(device),
+                "fit_info": getattr(tokenizer, "fit_info_", {})}
         return arrays, meta
 
-    arrays, meta = stages.cached("tokenize", tokenizer_spec(name, params, encoder_key, device), compute)
+    arrays, meta = stages.cached("tokenize", tokenizer_spec(name, params, views, device, split), compute)
     raw, raw_sizes = arrays["codes"], [int(s) for s in arrays["codebook_sizes"]]
     diagnostics = sid_diagnostics(raw, raw_sizes)
     diagnostics["fit_seconds"] = meta["fit_seconds"]
     if vectors.shape[1]:
         diagnostics["cross_parent_consistency"] = cross_parent_consistency(raw, vectors)
     codes, sizes, report = resolve_collisions(raw, raw_sizes, collisions, arrays.get("last_costs"))
-    return SIDs(codes, sizes, raw, raw_sizes, report, diagnostics,
-                {k: meta[k] for k in ("fit_seconds", "device", "precision", "fit_info", "cache_key", "cache_hit") if k in meta})
+    state = {k[len(STATE_PREFIX):]: v for k, v in arrays.items() if k.startswith(STATE_PREFIX)} or None
+    return SIDTable(codes, sizes, raw, raw_sizes, report, diagnostics,
+                    {k: meta[k] for k in ("fit_seconds", "device", "precision", "fit_info", "cache_key", "cache_hit")
+                     if k in meta}, state)

@@ -19,12 +19,23 @@ Tokenizers that read a file named by a parameter define ``input_digest()``
 
 Torch tokenizers take a ``device`` attribute (not a hyperparameter: the
 pipeline sets it). Stochastic tokenizers take ``seed``.
+
+Tokenizers that learn with more than one kind of item vector, or from the
+training sequences, say so in class attributes, and ``fit`` then receives them
+as keyword arguments: ``views`` (``{view name: default encoder}``, e.g.
+LETTER's ``{"collab": "sasrec-emb:dim=32"}``) gives ``fit(..., views=ItemViews)``
+(the main vectors are ``views.main``), ``reads_sequences = True`` gives
+``fit(..., split=Split)``. A tokenizer with learned weights exposes them as
+``get_state() -> {name: array}`` and takes them back with ``set_state``; the
+stage cache stores that state next to the codes, so a joint method can
+warm-start from a cache hit.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy import sparse
@@ -32,14 +43,41 @@ from scipy import sparse
 from bench.core.errors import ConfigError
 from bench.core.plugin import Plugin, plugin_defaults
 
+MAIN_VIEW = "main"  # the view made by the method's own encoder
+
+
+@dataclass(frozen=True)
+class ItemViews:
+    """The item vectors a tokenizer reads, by view name (``main``: the method's encoder; others as the
+    tokenizer's ``views`` asks, e.g. LETTER's ``collab``), with each view's record entry and cache key."""
+
+    vectors: dict[str, np.ndarray]
+    entries: dict[str, dict[str, Any]]  # the record's encoder entry per view (name, params, E-stage facts)
+
+    @property
+    def main(self) -> np.ndarray:
+        return self.vectors[MAIN_VIEW]
+
+    def key(self, view: str = "main") -> str:
+        return self.entries[view]["cache_key"]
+
 
 class Tokenizer(Plugin):
     """Base class for tokenizers: parameter introspection and ``encode``."""
 
     device: str = "cpu"
+    views: ClassVar[dict[str, str]] = {}  # extra item views fit reads: {name: "ENCODER[:key=value;...]"}
+    reads_sequences: ClassVar[bool] = False  # whether fit reads the training split
 
-    def fit(self, item_vectors: np.ndarray, dataset: Any = None) -> "Tokenizer":
+    def fit(self, item_vectors: np.ndarray, dataset: Any = None, **inputs: Any) -> "Tokenizer":
         raise NotImplementedError
+
+    def get_state(self) -> dict[str, np.ndarray] | None:
+        """Learned weights as named arrays (None: nothing beyond the codes is learned)."""
+        return None
+
+    def set_state(self, state: dict[str, np.ndarray]) -> "Tokenizer":
+        raise NotImplementedError(f"{type(self).__name__} keeps no state beyond its codes")
 
     def encode(self) -> np.ndarray:
         """The learned codes ``[n_items, n_levels]``."""
@@ -87,7 +125,8 @@ def _tiny_vectors(n_items: int, dim: int, seed: int) -> np.ndarray:
     return (centres[rng.integers(0, 8, n_items)] + rng.normal(size=(n_items, dim))).astype(np.float32)
 
 
-def check_tokenizer(cls: type, n_items: int = 300, dim: int = 16, dataset: Any = None, **params: Any) -> dict[str, Any]:
+def check_tokenizer(cls: type, n_items: int = 300, dim: int = 16, dataset: Any = None, split: Any = None,
+                    **params: Any) -> dict[str, Any]:
     """Check a tokenizer class against the contract; raise ``AssertionError`` with the broken rule.
 
     Checks: every constructor argument has a default and is stored under its
@@ -96,7 +135,8 @@ def check_tokenizer(cls: type, n_items: int = 300, dim: int = 16, dataset: Any =
     codes; it works on a tiny dataset (20 items). ``params`` are passed to the
     constructor (use small settings so the check is fast); ``dataset``, for
     tokenizers that read one, is a callable ``n_items -> dataset`` passed to
-    ``fit``. Returns facts about the fit (levels, sizes, fit seconds) for the
+    ``fit``; ``split`` likewise for tokenizers that read sequences. Extra views
+    are tiny random vectors. Returns facts about the fit (levels, sizes, fit seconds) for the
     caller's own asserts.
     """
     defaults = plugin_defaults(cls, "tokenizer")
@@ -110,7 +150,19 @@ def check_tokenizer(cls: type, n_items: int = 300, dim: int = 16, dataset: Any =
     vectors = _tiny_vectors(n_items, dim, seed=0)
     start = time.perf_counter()
     make = dataset or (lambda n: None)
-    fitted = tok.fit(vectors, make(n_items))
+
+    def inputs(x: np.ndarray) -> dict[str, Any]:
+        """A tokenizer's extra views as tiny vectors of their own; ``split`` for one that reads sequences."""
+        out: dict[str, Any] = {}
+        if cls.views:
+            extra = {view: _tiny_vectors(len(x), 8, seed=2 + i) for i, view in enumerate(sorted(cls.views))}
+            out["views"] = ItemViews({MAIN_VIEW: x, **extra}, {view: {} for view in [MAIN_VIEW, *extra]})
+        if cls.reads_sequences:
+            assert split is not None, f"{cls.__name__} reads sequences: pass split=(n_items -> Split)"
+            out["split"] = split(len(x))
+        return out
+
+    fitted = tok.fit(vectors, make(n_items), **inputs(vectors))
     seconds = time.perf_counter() - start
     assert fitted is tok, f"{cls.__name__}.fit must return self"
     assert hasattr(tok, "codes_"), f"{cls.__name__}.fit must set codes_"
@@ -129,12 +181,13 @@ def check_tokenizer(cls: type, n_items: int = 300, dim: int = 16, dataset: Any =
         )
         assert np.isfinite(costs).all(), f"{cls.__name__}.last_costs_ must be finite (the Hungarian step needs it)"
 
-    again = cls(**params).fit(vectors, make(n_items))
+    again = cls(**params).fit(vectors, make(n_items), **inputs(vectors))
     assert np.array_equal(np.asarray(again.codes_), codes), (
         f"{cls.__name__}: two fits with the same parameters (and seed) gave different codes"
     )
 
-    tiny = cls(**params).fit(_tiny_vectors(20, dim, seed=1), make(20))
+    tiny_vectors = _tiny_vectors(20, dim, seed=1)
+    tiny = cls(**params).fit(tiny_vectors, make(20), **inputs(tiny_vectors))
     try:
         validate_codes(tiny.codes_, tiny.codebook_sizes, 20, f"{cls.__name__} on 20 items")
     except ConfigError as exc:

@@ -36,7 +36,7 @@ class LastItemKNN(Method):
         with ctx.stage("encode"):
             vectors, encoder = encode_with(self.config.encoder, self.config.encoder_options, split, ctx)
         self.unit_ = F.normalize(torch.as_tensor(vectors, dtype=torch.float32, device=ctx.device), dim=-1)
-        ctx.extra["sid"] = {"encoder": encoder}  # no tokenizer: the report does not count it as a SID method
+        ctx.extra["sid"] = {"kind": "vectors", "encoder": encoder}  # no tokenizer: the report does not count it as SID
         ctx.extra["proxy"] = encoder_proxies(encoder)
         return self
 

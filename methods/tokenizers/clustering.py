@@ -1,4 +1,4 @@
-"""The simple tokenizers: residual k-means, hierarchical k-means, LSH, random IDs and precomputed SIDs.
+"""Clustering building blocks the tokenizers share: squared distances, k-means++ seeding, k-means, cost padding.
 
 All follow ``bench.tokenizer``: hyperparameters in the constructor, ``fit``
 sets ``codes_`` and ``codebook_sizes``. None removes collisions except
