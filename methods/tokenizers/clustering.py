@@ -1,12 +1,10 @@
 """Clustering building blocks the tokenizers share: squared distances, k-means++ seeding, k-means, cost padding.
 
-All follow ``bench.tokenizer``: hyperparameters in the constructor, ``fit``
-sets ``codes_`` and ``codebook_sizes``. None removes collisions except
-``random`` (unique by construction); the shared post-step in ``bench.sid``
-does that. ``kmeans`` is the small seeded k-means they (and ``rqvae``'s
+``kmeans`` is the small seeded k-means the tokenizers (and ``rqvae``'s
 codebook initialisation) share: k-means++ seeding and Lloyd iterations on
 BLAS matrix products, which on 12k x 384 is several times faster than
-scikit-learn's greedy k-means++ for 256 clusters.
+scikit-learn's greedy k-means++ for 256 clusters. ``item_matrix`` checks a
+tokenizer's input vectors.
 """
 
 from __future__ import annotations
