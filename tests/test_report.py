@@ -94,6 +94,9 @@ def test_html_shows_the_failed_run_missing_seeds_and_the_tests(runs, built):
     row = sections.significance(table, "sasrec")[0]
     assert row["method"] == "pop" and row["seeds"] == [0, 1]
     assert row["p_t"] == pytest.approx(expected) and row["p_t_holm"] == pytest.approx(expected)  # one comparison
+    assert '<td class="method">pop</td>\n<td>2</td>' in html  # "Seeds paired" counts the seeds
+    # the version sidbench reports, not again as an installed package: one row per table
+    assert html.count("<dt>sidbench</dt>") == html.count("<h3>Environment</h3>") == 2
 
 
 def test_protocols_and_groups_get_their_own_tables(runs):

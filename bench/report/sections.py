@@ -418,14 +418,16 @@ def environment_section(table: Table) -> list[tuple[str, str]]:
         return git["commit"][:12] + (" (uncommitted changes)" if git.get("dirty") else "")
 
     items = [("git commit", distinct(commit(e) for e in envs)),
-             ("sidbench", distinct(r.record.get("sidbench_version") for r in table.runs)),
+             # the version the code reports, else the installed package's (a record may hold both: one row)
+             ("sidbench", distinct(r.record.get("sidbench_version") or (e.get("packages") or {}).get("sidbench")
+                                   for r, e in zip(table.runs, envs, strict=True))),
              ("python", distinct(e.get("python") for e in envs)),
              ("platform", distinct(e.get("platform") for e in envs)),
              ("device", distinct(e.get("device") for e in envs)),
              # records from before run --precision ran at the fp32 default
              ("float32 matmul precision", _setting_by_method(table, "precision", "fp32 (default, not recorded)")),
              ("torch.compile", _setting_by_method(table, "compile", "off"))]
-    packages = _ordered_keys(e.get("packages") or {} for e in envs)
+    packages = [name for name in _ordered_keys(e.get("packages") or {} for e in envs) if name != "sidbench"]
     items += [(name, distinct((e.get("packages") or {}).get(name) for e in envs)) for name in sorted(packages)]
     dataset = sorted({(r.record.get("dataset") or {}).get("checksum") or "" for r in table.runs} - {""})
     items.append(("dataset checksum", ", ".join(c[:16] for c in dataset) or "not recorded"))
