@@ -1,6 +1,7 @@
 """The report: built from small real runs (two seeds, a failed seed, a second protocol), checked as files,
 as LaTeX and in a real headless Chromium."""
 
+import ast
 import csv
 import json
 import os
@@ -15,7 +16,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from bench.cli import main
-from bench.report import build as report
+from bench.report import load, sections
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -89,15 +90,18 @@ def test_html_shows_the_failed_run_missing_seeds_and_the_tests(runs, built):
     per_user = {m: np.mean([np.load(runs[0] / "synthetic" / m / f"seed{s}" / "per_user.npz")["ndcg@10"]
                             for s in (0, 1)], axis=0) for m in ("pop", "sasrec")}
     expected = scipy_stats.ttest_rel(per_user["pop"], per_user["sasrec"]).pvalue
-    table = next(t for t in report.make_tables(report.collect_runs([runs[0]])[0]))
-    row = report.significance(table, "sasrec")[0]
+    table = next(t for t in sections.make_tables(load.collect_runs([runs[0]])[0]))
+    row = sections.significance(table, "sasrec")[0]
     assert row["method"] == "pop" and row["seeds"] == [0, 1]
     assert row["p_t"] == pytest.approx(expected) and row["p_t_holm"] == pytest.approx(expected)  # one comparison
+    assert '<td class="method">pop</td>\n<td>2</td>' in html  # "Seeds paired" counts the seeds
+    # the version sidbench reports, not again as an installed package: one row per table
+    assert html.count("<dt>sidbench</dt>") == html.count("<h3>Environment</h3>") == 2
 
 
 def test_protocols_and_groups_get_their_own_tables(runs):
-    found, _ = report.collect_runs([runs[0], runs[1]])
-    labels = sorted(t.label for t in report.make_tables(found))
+    found, _ = load.collect_runs([runs[0], runs[1]])
+    labels = sorted(t.label for t in sections.make_tables(found))
     assert labels == ["history 20", "history 5"]
 
 
@@ -120,8 +124,8 @@ def test_compare_to_adds_a_significance_table_against_that_method(runs, tmp_path
     html = (out / "index.html").read_text()
     assert "Significance against sasrec (per-user" in html and "Significance against pop (per-user" in html
     assert "Against pop (--compare-to)" in html
-    table = report.make_tables(report.collect_runs([runs[0]])[0])[0]
-    (row,) = report.significance(table, "pop")  # sasrec against pop, the one other method with results
+    table = sections.make_tables(load.collect_runs([runs[0]])[0])[0]
+    (row,) = sections.significance(table, "pop")  # sasrec against pop, the one other method with results
     assert row["method"] == "sasrec" and f"{row['t']:.2f}" in html.split("Significance against pop")[1]
 
 
@@ -165,6 +169,20 @@ def test_sid_diagnostics_proxy_and_tokenizer_time_are_rendered_generically(runs,
     tex = (out / "tables.tex").read_text()
     assert r"conditional\_entropy\_bits" in tex and r"collision\_rate" in tex
     _check_tex_structure(tex)
+
+
+def test_report_modules_import_only_downward():
+    """load <- sections <- plots, render <- build (stats and summary below them all): no module imports a later one."""
+    rank = {"stats": 0, "summary": 1, "load": 1, "sections": 2, "plots": 3, "render": 3, "build": 4}
+    folder = Path(sections.__file__).parent
+    assert {p.stem for p in folder.glob("*.py")} - {"__init__"} == set(rank)
+    upward = []
+    for name in rank:
+        for node in ast.walk(ast.parse((folder / f"{name}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("bench.report"):
+                used = [node.module.split(".")[2]] if node.module != "bench.report" else [a.name for a in node.names]
+                upward += [(name, u) for u in used if rank.get(u, rank[name]) >= rank[name]]
+    assert upward == []
 
 
 # ---------------------------------------------------------------------------------------------- LaTeX

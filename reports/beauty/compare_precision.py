@@ -22,7 +22,8 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 from bench.report import stats
-from bench.report.build import TEST_METRIC, collect_runs, make_tables, per_user_mean
+from bench.report.load import collect_runs, per_user_mean
+from bench.report.sections import TEST_METRIC, make_tables
 
 HERE = Path(__file__).resolve().parent
 FOLDERS = {"fp32": HERE / "sid", "tf32": HERE / "sid-tf32"}
