@@ -17,6 +17,13 @@ METHODS = {
     "lsh-t5": ("methods.sid.text_baselines:LSHT5", "Text embedding + random-hyperplane LSH + T5-style generator"),
     "random-t5": ("methods.sid.text_baselines:RandomT5", "Random unique IDs + T5-style generator (TIGER's ablation floor)"),
     "precomputed-t5": ("methods.sid.text_baselines:PrecomputedT5", "SIDs from an index file (tok_index / tok_path) + T5-style generator"),
+    "tiger-hybrid": ("methods.sid.tiger:TigerHybrid", "TIGER with the unified model's hybrid quantiser distances (cosine, cosine, l2)"),
+    "unified": ("methods.sid.unified:Unified", "Unified semantic+ID SASRec: [8-d ID || 64-d quantised text vector], trained jointly"),
+    "unified-id-only": ("methods.sid.unified:UnifiedIdOnly", "Unified's ablation: ID only, SASRec at the same width (72)"),
+    "unified-sem-only": ("methods.sid.unified:UnifiedSemOnly", "Unified's ablation: the quantised semantic vector only (64-d)"),
+    "unified-l2": ("methods.sid.unified:UnifiedL2", "Unified's ablation: Euclidean distance on every quantiser level"),
+    "unified-cosine": ("methods.sid.unified:UnifiedCosine", "Unified's ablation: cosine distance on every quantiser level"),
+    "unified-two-stage": ("methods.sid.unified:UnifiedTwoStage", "Unified's ablation: quantiser fitted first, then frozen"),
     "resid": ("methods.sid.resid:ReSID", "ReSID: FAMAE field embeddings + GAOQ + the generator at ReSID's sizes"),
 }
 READERS = {

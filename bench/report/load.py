@@ -55,9 +55,13 @@ class Run:
 
     @property
     def sid(self) -> bool:
-        """A SID method: its record names a tokenizer (``knn-last`` records only its encoder)."""
+        """A method built on semantic IDs: the record's SID section says its kind (two-stage, joint,
+        unified; ``vectors`` for ``knn-last``, which only encodes); records older than the kind name a
+        tokenizer when they are one."""
         sid = self.extra.get("sid")
-        return isinstance(sid, dict) and "tokenizer" in sid
+        if not isinstance(sid, dict):
+            return False
+        return sid.get("kind", "two-stage" if "tokenizer" in sid else "vectors") != "vectors"
 
     @property
     def extra(self) -> dict[str, Any]:
