@@ -8,7 +8,13 @@ reconstruction MSE + per level codebook loss ``|sg[r] - e|^2`` + ``beta`` *
 commitment ``|r - sg[e]|^2``. Codebooks start from k-means of all items'
 initial latents (level by level, on the residuals), and codewords unused for
 ``restart_every`` epochs are re-seeded from random residuals of the last
-batch, which keeps usage near 100% per level.
+batch, which keeps usage near 100% per level. The quantiser and its training
+loop are ``bench.sid.quantize``'s, shared with the methods that extend it.
+
+Beyond TIGER: ``distance`` per level (``l2``, or ``cosine`` as the unified
+semantic/ID model uses on its earlier levels, e.g. ``"cosine,cosine,l2"``)
+and ``assignment`` per level (``nearest``, or ``sinkhorn``: LETTER's balanced
+assignment within each training batch; the final codes are nearest codes).
 
 Choices where TIGER's paper is silent or unverified: the input vectors are
 centred and divided by their overall RMS (one scale for all dimensions, so
@@ -33,6 +39,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from bench.core.errors import ConfigError
+from bench.sid.quantize import (
+    ASSIGNMENTS,
+    DISTANCES,
+    QuantizerOutput,
+    ResidualQuantizer,
+    per_level,
+    train_quantizer,
+)
 from bench.sid.tokenizer import Tokenizer
 from methods.tokenizers.clustering import item_matrix, kmeans
 
@@ -48,39 +63,20 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def _nearest(residual: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Squared distances ``[n, K]`` from each residual to each codeword, and the nearest codeword's index."""
-    d2 = (residual.pow(2).sum(1, keepdim=True) - 2 * residual @ codebook.T + codebook.pow(2).sum(1)).clamp_min(0)
-    return d2, d2.argmin(1)
-
-
 class RQVAEModel(nn.Module):
-    """The autoencoder and its residual codebooks."""
+    """The autoencoder around its residual quantiser."""
 
-    def __init__(self, in_dim: int, hidden: list[int], latent_dim: int, n_levels: int, codebook_size: int):
+    def __init__(self, in_dim: int, hidden: list[int], latent_dim: int, n_levels: int, codebook_size: int,
+                 distance: list[str], assignment: list[str]):
         super().__init__()
         self.encoder = _mlp([in_dim, *hidden, latent_dim])
         self.decoder = _mlp([latent_dim, *reversed(hidden), in_dim])
-        self.codebooks = nn.Parameter(torch.zeros(n_levels, codebook_size, latent_dim))
+        self.quantizer = ResidualQuantizer(n_levels, codebook_size, latent_dim, distance, assignment)
 
-    def quantise(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-        """Straight-through quantised latent, codes ``[n, L]``, the summed RQ loss terms, and each level's input residual."""
-        residual = latent
-        total = torch.zeros_like(latent)
-        codes, inputs = [], []
-        codebook_loss = latent.new_zeros(())
-        commit_loss = latent.new_zeros(())
-        for codebook in self.codebooks:
-            inputs.append(residual)
-            _, idx = _nearest(residual.detach(), codebook.detach())
-            chosen = codebook[idx]
-            codebook_loss = codebook_loss + (chosen - residual.detach()).pow(2).mean()
-            commit_loss = commit_loss + (residual - chosen.detach()).pow(2).mean()
-            total = total + chosen.detach()
-            residual = residual - chosen.detach()
-            codes.append(idx)
-        quantised = latent + (total - latent).detach()  # straight-through: the decoder's gradient reaches the encoder
-        return quantised, torch.stack(codes, 1), torch.stack([codebook_loss, commit_loss]), inputs
+    def forward(self, x: torch.Tensor) -> QuantizerOutput:
+        out = self.quantizer(self.encoder(x))
+        out.reconstruction = self.decoder(out.quantised)
+        return out
 
 
 class RQVAE(Tokenizer):
@@ -90,7 +86,8 @@ class RQVAE(Tokenizer):
 
     def __init__(self, latent_dim: int = 32, hidden: tuple[int, ...] = (512, 256, 128), n_levels: int = 3,
                  codebook_size: int = 256, beta: float = 0.25, epochs: int = 6000, batch_size: int = 1024,
-                 lr: float = 1e-3, weight_decay: float = 0.0, restart_every: int = 1, seed: int = 0):
+                 lr: float = 1e-3, weight_decay: float = 0.0, restart_every: int = 1, seed: int = 0,
+                 distance: str = "l2", assignment: str = "nearest"):
         self.latent_dim = latent_dim
         self.hidden = hidden
         self.n_levels = n_levels
@@ -102,130 +99,134 @@ class RQVAE(Tokenizer):
         self.weight_decay = weight_decay
         self.restart_every = restart_every
         self.seed = seed
+        self.distance = distance
+        self.assignment = assignment
 
-    @torch.no_grad()
-    def _init_codebooks(self, model: RQVAEModel, x: torch.Tensor, generator: torch.Generator) -> None:
-        """k-means of all items' latents, level by level on the residuals; short levels padded with jittered residuals."""
-        residual = model.encoder(x).cpu().numpy()
-        for level in range(self.n_levels):
-            centres, labels = kmeans(residual, self.codebook_size, seed=self.seed + level, max_iter=20)
-            if len(centres) < self.codebook_size:  # fewer distinct latents than codes
-                extra = torch.randint(len(residual), (self.codebook_size - len(centres),), generator=generator)
-                pad = residual[extra.numpy()] + 1e-3 * torch.randn(len(extra), residual.shape[1],
-                                                                  generator=generator).numpy()
-                centres = np.concatenate([centres, pad.astype(np.float32)])
-            model.codebooks[level].copy_(torch.from_numpy(centres))
-            residual = residual - centres[labels]
+    def _levels(self) -> tuple[list[str], list[str]]:
+        """The distance and assignment of each level, or a ``ConfigError`` naming what is wrong."""
+        return (per_level(self.distance, self.n_levels, DISTANCES, "rqvae distance"),
+                per_level(self.assignment, self.n_levels, ASSIGNMENTS, "rqvae assignment"))
+
+    def _build(self, in_dim: int) -> RQVAEModel:
+        """A fresh model, initialised from ``seed`` without touching the global RNG."""
+        distance, assignment = self._levels()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            return RQVAEModel(in_dim, [int(h) for h in self.hidden], self.latent_dim, self.n_levels,
+                              self.codebook_size, distance, assignment)
 
     @torch.no_grad()
     def _evaluate(self, model: RQVAEModel, x: torch.Tensor) -> dict[str, Any]:
-        """Codes, last-level costs and losses of all items under the current model (eval mode)."""
+        """Codes, last-level costs and losses of all items under the current model (eval mode: nearest codes)."""
         model.eval()
-        latent = model.encoder(x)
-        quantised, codes, rq_terms, inputs = model.quantise(latent)
-        recon = (model.decoder(quantised) - x).pow(2).mean()
-        costs, _ = _nearest(inputs[-1], model.codebooks[-1])
+        out = model(x)
+        recon = (out.reconstruction - x).pow(2).mean()
+        costs = model.quantizer.distances(out.residuals[-1], self.n_levels - 1)
         model.train()
-        return {"codes": codes, "last_costs": costs, "recon": recon, "rq": rq_terms[0] + self.beta * rq_terms[1]}
+        return {"codes": out.codes, "last_costs": costs, "recon": recon,
+                "rq": out.codebook_loss + self.beta * out.commitment_loss}
 
     def fit(self, item_vectors: np.ndarray, dataset: Any = None) -> RQVAE:
         start = time.perf_counter()
+        distance, assignment = self._levels()  # bad options fail before any work
         vectors = item_matrix(item_vectors, "rqvae")
         device = torch.device(self.device)
         x = torch.from_numpy(vectors).to(device)
-        x = x - x.mean(0)
-        x = x / x.pow(2).mean().sqrt().clamp_min(1e-12)
-        n, levels, size = len(x), self.n_levels, self.codebook_size
+        mean = x.mean(0)
+        x = x - mean
+        scale = x.pow(2).mean().sqrt().clamp_min(1e-12)
+        x = x / scale
+        levels, size = self.n_levels, self.codebook_size
 
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            model = RQVAEModel(x.shape[1], [int(h) for h in self.hidden], self.latent_dim, levels, size).to(device)
+        model = self._build(x.shape[1]).to(device)
         cpu_gen = torch.Generator().manual_seed(self.seed)
         gen = torch.Generator(device=device).manual_seed(self.seed)
-        self._init_codebooks(model, x, cpu_gen)
+        with torch.no_grad():
+            latent = model.encoder(x)
+        model.quantizer.init_codebooks(
+            latent, lambda residual, k, level: kmeans(residual, k, seed=self.seed + level, max_iter=20), cpu_gen)
         initial = self._evaluate(model, x)
-
-        cuda = device.type == "cuda"
-        optimiser = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay,
-                                      **({"fused": True, "capturable": True} if cuda else {}))
-        batch = min(self.batch_size, n)
-        steps = -(-n // batch)
-        # the step's inputs and outputs live in fixed tensors, so that on a GPU one captured graph replays it
-        batch_index = torch.zeros(batch, dtype=torch.long, device=device)
-        usage = torch.zeros(levels, size, device=device)
-        epoch_losses = torch.zeros(3, device=device)
-        pools = torch.zeros(levels, batch, self.latent_dim, device=device)  # last batch's residuals, for restarts
-        restarted = torch.zeros((), device=device)
-
-        def train_step() -> None:
-            xb = x[batch_index]
-            quantised, codes, rq_terms, inputs = model.quantise(model.encoder(xb))
-            recon = (model.decoder(quantised) - xb).pow(2).mean()
-            (recon + rq_terms[0] + self.beta * rq_terms[1]).backward()
-            optimiser.step()
-            with torch.no_grad():
-                usage.scatter_add_(1, codes.T, torch.ones_like(codes.T, dtype=usage.dtype))
-                epoch_losses.add_(torch.stack([recon, rq_terms[0], rq_terms[1]]) / steps)
-                pools.copy_(torch.stack(inputs))
-
-        graph = None
-        side_stream = torch.cuda.Stream(device) if cuda else None
-        for epoch in range(self.epochs):
-            epoch_losses.zero_()
-            order = torch.randperm(n, device=device, generator=gen)
-            batches = torch.cat([order, order[: steps * batch - n]]).view(steps, batch)  # equal-size batches
-            if cuda and epoch == 1:  # epoch 0 ran eagerly on a side stream, the warm-up capture needs; capture once
-                torch.cuda.current_stream(device).wait_stream(side_stream)
-                optimiser.zero_grad(set_to_none=True)
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph):
-                    train_step()
-            for b in range(steps):
-                batch_index.copy_(batches[b])
-                if graph is not None:
-                    graph.replay()
-                elif cuda:
-                    side_stream.wait_stream(torch.cuda.current_stream(device))
-                    with torch.cuda.stream(side_stream):
-                        optimiser.zero_grad(set_to_none=True)
-                        train_step()
-                else:
-                    optimiser.zero_grad(set_to_none=True)
-                    train_step()
-            if cuda and graph is None:
-                torch.cuda.current_stream(device).wait_stream(side_stream)
-            last_epoch = epoch == self.epochs - 1
-            if self.restart_every > 0 and (epoch + 1) % self.restart_every == 0 and not last_epoch:
-                with torch.no_grad():  # re-seed dead codewords from random residuals of the last batch
-                    pick = torch.randint(batch, (levels, size), device=device, generator=gen)
-                    dead = usage == 0
-                    fresh = torch.gather(pools, 1, pick[..., None].expand(-1, -1, self.latent_dim))
-                    model.codebooks.copy_(torch.where(dead[..., None], fresh, model.codebooks))
-                    restarted += dead.sum()
-                usage.zero_()
-            if (epoch + 1) % max(1, self.epochs // 10) == 0:
-                log.info("rqvae epoch %d/%d: recon %.4f", epoch + 1, self.epochs, float(epoch_losses[0]))
-
+        training = train_quantizer(
+            model, x, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
+            beta=self.beta, restart_every=self.restart_every, generator=gen, name="rqvae")
         final = self._evaluate(model, x)
+
         codes = final["codes"].cpu().numpy().astype(np.int64)
-        self.model_ = model.cpu()  # frees the GPU for the next stage; the codes are all that later stages read
+        self.model_ = model.cpu()  # frees the GPU for the next stage
+        self.input_mean_ = mean.cpu().numpy()
+        self.input_scale_ = scale.cpu().numpy()
         self.codes_ = codes
         self.codebook_sizes = [int(size)] * levels
         self.last_costs_ = final["last_costs"].float().cpu().numpy()
+        losses = training.last_losses()
         self.fit_info_ = {
             "epochs": int(self.epochs),
-            "steps": int(self.epochs * steps),
-            "cuda_graph": graph is not None,
+            "steps": training.steps,
+            "cuda_graph": training.cuda_graph,
             "recon_loss_init": float(initial["recon"]),
             "recon_loss_final": float(final["recon"]),
             "rq_loss_final": float(final["rq"]),
-            "last_epoch_losses": {"recon": float(epoch_losses[0]), "codebook": float(epoch_losses[1]),
-                                  "commitment": float(epoch_losses[2])},
+            "last_epoch_losses": {name: losses[name] for name in ("recon", "codebook", "commitment")},
+            "distance": distance,
+            "assignment": assignment,
             "codebook_usage": [float(len(np.unique(codes[:, level]))) / size for level in range(levels)],
-            "codes_restarted": int(restarted),
+            "codes_restarted": training.codes_restarted,
             "distinct_sids": len(np.unique(codes, axis=0)),
             "seconds": round(time.perf_counter() - start, 3),
             "device": str(device),
         }
         log.info("rqvae: %s", self.fit_info_)
         return self
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        """The fitted model's weights (``model.*``) and the input normalisation (``input_mean``, ``input_scale``),
+        as arrays a stage cache can store; ``set_state`` on a tokenizer with the same parameters restores them."""
+        if not hasattr(self, "model_"):
+            raise ConfigError("rqvae: get_state() needs a fitted tokenizer; call fit() or set_state() first")
+        state = {f"model.{name}": value.detach().cpu().numpy().copy()
+                 for name, value in self.model_.state_dict().items()}
+        state["input_mean"] = np.asarray(self.input_mean_, dtype=np.float32).copy()
+        state["input_scale"] = np.asarray(self.input_scale_, dtype=np.float32).copy()
+        return state
+
+    def set_state(self, state: dict[str, np.ndarray]) -> RQVAE:
+        """Restore what ``get_state`` returned (codes are not part of it: ``encode(item_vectors)`` recomputes them)."""
+        missing = {"input_mean", "input_scale"} - set(state)
+        if missing:
+            raise ConfigError(f"rqvae: set_state needs the arrays input_mean and input_scale (as get_state() "
+                              f"returns them), found {sorted(state)}")
+        model = self._build(len(state["input_mean"]))
+        weights = {name[len("model."):]: torch.from_numpy(np.asarray(value))
+                   for name, value in state.items() if name.startswith("model.")}
+        try:
+            model.load_state_dict(weights)
+        except RuntimeError as exc:
+            raise ConfigError(f"rqvae: the state does not fit this tokenizer's parameters "
+                              f"({self.get_params()}); make it with the same parameters. {exc}") from None
+        self.model_ = model
+        self.input_mean_ = np.asarray(state["input_mean"], dtype=np.float32)
+        self.input_scale_ = np.asarray(state["input_scale"], dtype=np.float32)
+        self.codebook_sizes = [int(self.codebook_size)] * self.n_levels
+        return self
+
+    @torch.no_grad()
+    def encode(self, item_vectors: np.ndarray | None = None) -> np.ndarray:
+        """The learned codes ``codes_``; or, given ``item_vectors``, their codes under the fitted model
+        (normalised as in ``fit``, nearest code at every level)."""
+        if item_vectors is None:
+            return self.codes_
+        if not hasattr(self, "model_"):
+            raise ConfigError("rqvae: encode(item_vectors) needs a fitted tokenizer; call fit() or set_state() first")
+        vectors = item_matrix(item_vectors, "rqvae")
+        if vectors.shape[1] != len(self.input_mean_):
+            raise ConfigError(f"rqvae: encode expected vectors of dimension {len(self.input_mean_)} (as fitted), "
+                              f"found {vectors.shape[1]}")
+        device = torch.device(self.device)
+        model = self.model_.to(device).eval()
+        try:
+            x = torch.from_numpy(vectors).to(device)
+            x = (x - torch.from_numpy(self.input_mean_).to(device)) / torch.from_numpy(self.input_scale_).to(device)
+            codes = model.quantizer(model.encoder(x), balanced=False).codes.cpu().numpy().astype(np.int64)
+        finally:
+            self.model_ = model.cpu().train()
+        return codes
