@@ -12,29 +12,14 @@ import numpy as np
 
 from bench.core import registry
 from bench.core.errors import ConfigError, SidbenchError
+from bench.core.options import parse_options, parse_pairs, parse_value
+from bench.core.plugin import plugin_defaults
 
 log = logging.getLogger("bench")
 
 
 def _csv(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
-
-
-def _seeds(text: str) -> list[int]:
-    try:
-        return [int(s) for s in _csv(text)]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--seeds expects integers like 0,1,2, found {text!r}") from None
-
-
-def _key_values(pairs: list[str], flag: str) -> dict[str, Any]:
-    out = {}
-    for pair in pairs:
-        key, eq, value = pair.partition("=")
-        if not eq or not key:
-            raise ConfigError(f"{flag} expects KEY=VALUE, found {pair!r}")
-        out[key.strip()] = value.strip()
-    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,12 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train and evaluate methods on a dataset")
     run.add_argument("--methods", type=_csv, required=True, help="comma-separated method names (see `list`)")
     run.add_argument("--dataset", default="synthetic", help="dataset name (default: synthetic)")
-    run.add_argument("--seeds", type=_seeds, default=[0], help="comma-separated seeds (default: 0)")
+    run.add_argument("--seeds", default="0", help="comma-separated distinct seeds >= 0 (default: 0)")
     run.add_argument("--out", type=Path, default=Path("runs"), help="output folder (default: runs/)")
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     run.add_argument("--precision", default="fp32", choices=["fp32", "tf32"],
                      help="float32 matmuls on CUDA outside the trainers' bf16 autocast (RQ-VAE fit, scoring): "
-                          "fp32 (default) or tf32 tensor cores; recorded in the result and, for tf32, its run key")
+                          "fp32 (default) or tf32 tensor cores; recorded in the result and its run key")
     run.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND|MODE",
                      help="run the trainers' loss steps through torch.compile: a backend (inductor unless named) "
                           "or an inductor mode such as reduce-overhead (CUDA graphs); recorded in the result and "
@@ -140,17 +125,19 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     from bench.core.method import FitContext
     from bench.data.dataset import load_dataset
     from bench.data.protocol import Protocol, Split
-    from bench.sid.pipeline import encode_with, encoder_proxies, parse_options
+    from bench.sid.pipeline import encode_with, encoder_proxies
     from bench.sid.stages import tokenize_items
 
+    tok_cls = registry.get("tokenizer", args.tokenizer)
+    tok_params = parse_options(parse_pairs(args.set, "--set"), plugin_defaults(tok_cls, "tokenizer"), "--set ",
+                               where=f"--set (tokenizer {args.tokenizer})")
     device = resolve_device(args.device)
     dataset = load_dataset(args.dataset)
     split = Split(dataset, Protocol.from_options(dataset.protocol_defaults, {}))
-    tok_params = parse_options(";".join(args.set), registry.get("tokenizer", args.tokenizer), f"tokenizer {args.tokenizer}")
     ctx = FitContext(device=device, seed=args.seed, valid=None)  # type: ignore[arg-type]
     vectors, encoded = encode_with(args.encoder, ";".join(args.encoder_set), split, ctx)
     encoder = encoded["name"]
-    if "seed" in registry.get("tokenizer", args.tokenizer).param_names():
+    if "seed" in tok_cls.param_names():
         tok_params.setdefault("seed", args.seed)
     sids = tokenize_items(args.tokenizer, tok_params, vectors, encoded["cache_key"], split, str(device), args.collisions)
     print(f"{args.tokenizer} on {dataset.name} ({encoder} vectors, {vectors.shape[1]}-d); fit "
@@ -240,9 +227,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.run.runner import BenchmarkRun
 
     run = BenchmarkRun(
-        methods=args.methods, dataset=args.dataset, seeds=args.seeds, out=args.out, device=args.device,
-        precision=args.precision, compile=args.compile, budget=args.budget, overrides=_key_values(args.set, "--set"),
-        protocol_overrides=_key_values(args.protocol, "--protocol"), force=args.force, quiet=args.quiet, jobs=args.jobs,
+        methods=args.methods, dataset=args.dataset, seeds=list(parse_value(args.seeds, (0,), "--seeds")), out=args.out,
+        device=args.device, precision=args.precision, compile=args.compile, budget=args.budget,
+        overrides=parse_pairs(args.set, "--set"), protocol_overrides=parse_pairs(args.protocol, "--protocol"),
+        force=args.force, quiet=args.quiet, jobs=args.jobs,
     )
     outcomes = run.execute()
     print(f"\n{args.dataset}: test metrics (mean±std over seeds), full ranking; results in {args.out}/")

@@ -1,3 +1,4 @@
+import importlib
 import json
 import os
 
@@ -10,6 +11,10 @@ from bench.core.device import current_precision
 from bench.core.io import atomic_write_json, run_key
 from bench.core.method import Method
 from bench.run import records
+
+# what a run key is made of: every record holds every field, whatever the options
+KEY_FIELDS = ("key_version", "method", "method_class", "code", "budget", "config", "dataset", "protocol", "seed",
+              "precision", "compile")
 
 
 def run(tmp_path, *extra):
@@ -68,7 +73,7 @@ def test_a_failing_method_keeps_the_others_and_exits_nonzero(tmp_path, capsys):
     (["--methods", "popp"], "Did you mean 'pop'"),
     (["--methods", "pop", "--dataset", "beuty"], "Did you mean 'beauty'"),
     (["--methods", "pop", "--set", "lr=1"], "no method in this run"),
-    (["--methods", "pop", "--protocol", "histroy_len=3"], "unknown protocol option"),
+    (["--methods", "pop", "--protocol", "histroy_len=3"], "unknown option 'histroy_len' (did you mean 'history_len'?)"),
     (["--methods", "pop", "--budget", "huge"], "no budget 'huge'"),
     (["--methods", "pop", "--device", "cpu", "--precision", "tf32"], "tf32 uses CUDA tensor cores"),
     (["--methods", "pop", "--compile", "inductr"], "torch.compile has no such backend"),
@@ -81,22 +86,93 @@ def test_bad_input_is_a_clear_error_without_traceback(tmp_path, capsys, args, me
 
 
 def test_precision_is_recorded_and_tf32_changes_the_key_and_the_rerun_command(tmp_path, monkeypatch):
-    from bench.run.runner import BenchmarkRun
+    from bench.run.runner import RUN_KEY_VERSION, BenchmarkRun
 
     assert run(tmp_path) == 0
     record = json.loads((tmp_path / "synthetic" / "pop" / "seed0" / "result.json").read_text())
-    assert record["environment"]["precision"] == "fp32" and "precision" not in record  # fp32 keys are unchanged
+    assert record["environment"]["precision"] == "fp32" and record["precision"] == "fp32"
     assert current_precision("cpu") == "fp32"
     tf32 = BenchmarkRun(methods=["pop"], dataset="synthetic", seeds=[0], out=tmp_path, precision="tf32")
     assert tf32.rerun_command("pop", 0, {}).endswith("--device cuda --precision tf32")
-    spec = {k: record[k] for k in ("method", "method_class", "budget", "config", "protocol", "seed")}
+    spec = {k: record[k] for k in KEY_FIELDS}
     spec["dataset"] = {k: record["dataset"][k] for k in ("name", "checksum")}
-    assert run_key(spec) == record["run_key"]
+    assert run_key(spec) == record["run_key"] and spec["key_version"] == RUN_KEY_VERSION
     monkeypatch.setattr("bench.run.runner.apply_precision", lambda precision, device: None)  # TF32 needs CUDA
     tf32.device = "cpu"
     (outcome,) = tf32.execute()
     assert outcome.record["environment"]["precision"] == "tf32" and outcome.record["run_key"] != record["run_key"]
     assert outcome.record["run_key"] == run_key({**spec, "precision": "tf32"})
+
+
+def test_the_run_key_always_holds_every_field_and_a_digest_of_the_methods_code(tmp_path, monkeypatch):
+    import bench.run.runner as runner
+    from methods.id.pop import Pop
+
+    assert run(tmp_path) == 0
+    path = tmp_path / "synthetic" / "pop" / "seed0" / "result.json"
+    record = json.loads(path.read_text())
+    assert set(KEY_FIELDS) <= set(record) and record["compile"] is None and len(record["code"]) == 64
+    digested = []
+    monkeypatch.setattr(runner, "code_digest", lambda *objects: digested.append(objects) or "edited")
+    assert run(tmp_path) == 0  # the same options, other code: run again, not reused
+    rerun = json.loads(path.read_text())
+    assert rerun["code"] == "edited" and rerun["run_key"] != record["run_key"]
+    assert digested == [(Pop,)]
+
+
+METHOD_FILE = """
+from bench.core.method import Method
+from bench.core.registry import register
+
+
+@register("method", "test-edited")
+class Edited(Method):
+    \"\"\"Scores every item alike.\"\"\"
+
+    def fit(self, split, ctx):
+        self.n_items_ = split.n_items
+        return self
+
+    def score(self, histories, users):
+        import torch
+        return torch.zeros(len(histories), self.n_items_)
+"""
+
+
+def test_editing_a_methods_file_runs_it_again(tmp_path, monkeypatch):
+    """The run key holds a digest of the method's source file: an edit re-runs, an unchanged file is reused."""
+    module = tmp_path / "code" / "edited_method.py"
+    module.parent.mkdir()
+    module.write_text(METHOD_FILE)
+    monkeypatch.syspath_prepend(str(module.parent))
+    importlib.import_module("edited_method")
+    args = ["run", "--methods", "test-edited", "--dataset", "synthetic", "--out", str(tmp_path / "runs"), "--quiet"]
+    result = tmp_path / "runs" / "synthetic" / "test-edited" / "seed0" / "result.json"
+    assert main(args) == 0
+    first, written = json.loads(result.read_text()), result.stat().st_mtime_ns
+    assert main(args) == 0
+    assert result.stat().st_mtime_ns == written  # reused
+    module.write_text(METHOD_FILE + "# an edit\n")
+    assert main(args) == 0
+    edited = json.loads(result.read_text())
+    assert result.stat().st_mtime_ns != written  # run again
+    assert edited["code"] != first["code"] and edited["run_key"] != first["run_key"]
+
+
+def test_sid_run_keys_digest_the_encoder_and_tokenizer_too(monkeypatch):
+    import bench.run.runner as runner
+    from bench.core.method import build_config
+    from bench.sid.pipeline import SIDMethod
+    from methods.encoders.text import TextTfidf
+    from methods.sid.knn_last import LastItemKNN
+    from methods.sid.tiger import Tiger
+    from methods.tokenizers.rqvae import RQVAE
+
+    monkeypatch.setattr(runner, "code_digest", lambda *objects: objects)
+    tiger = runner.method_code(Tiger, build_config(Tiger, "tiger", "default", {}), "synthetic")
+    assert tiger == (Tiger, SIDMethod, TextTfidf, RQVAE)  # "text" is synthetic's text encoder
+    knn = runner.method_code(LastItemKNN, build_config(LastItemKNN, "knn-last", "default", {}), "synthetic")
+    assert knn == (LastItemKNN, TextTfidf)
 
 
 def test_compile_runs_the_trainer_through_torch_compile_and_is_recorded(tmp_path, monkeypatch):

@@ -10,7 +10,6 @@ catalogue (``score``) or returns ranked lists (``rank``); the shared
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 import torch
 
 from bench.core.errors import ConfigError
-from bench.core.options import _coerce
+from bench.core.options import parse_options
 
 if TYPE_CHECKING:  # the evaluator sits on a higher floor; a context only carries one
     from bench.eval.evaluator import Evaluator
@@ -61,6 +60,9 @@ class Method:
     def __init__(self, config: Any = None):
         self.config = config if config is not None else self.Config()
 
+    def check_config(self) -> None:
+        """Reject option values the types allow but the method does not (the runner calls it before any training)."""
+
     def fit(self, split, ctx: FitContext) -> "Method":
         raise NotImplementedError
 
@@ -75,20 +77,19 @@ def resolve_budget(method_cls: type, budget: str, n_users: int | None) -> str:
     return budget
 
 
-def build_config(method_cls: type, method_name: str, budget: str, overrides: dict[str, Any]) -> Any:
-    """The method's config: defaults, then the named budget, then user overrides (checked by name)."""
+def build_config(method_cls: type, method_name: str, budget: str, overrides: dict[str, Any],
+                 prefix: str | None = None) -> Any:
+    """The method's config: defaults, then the named budget, then user overrides (checked by name, typed by default).
+
+    ``prefix`` names where the overrides came from in errors (default ``"method NAME "``; the runner says ``--set``).
+    """
     budgets = method_cls.budgets
     if budget not in budgets:
         raise ConfigError(f"method {method_name} has no budget {budget!r}; known: {sorted(budgets)}")
     cfg = method_cls.Config()
-    known = {f.name for f in dataclasses.fields(cfg)}
-    values = {**budgets[budget]}
-    for key, value in overrides.items():
-        if key not in known:
-            close = difflib.get_close_matches(key, sorted(known), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(
-                f"method {method_name} has no option {key!r}.{hint} Its options: {', '.join(sorted(known)) or '(none)'}"
-            )
-        values[key] = _coerce(value, getattr(cfg, key), key)
-    return dataclasses.replace(cfg, **values)
+    defaults = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    values = {**budgets[budget], **parse_options(overrides, defaults, prefix or f"method {method_name} ")}
+    try:
+        return dataclasses.replace(cfg, **values)
+    except ConfigError as exc:  # the config's own checks (``__post_init__``), which know no method
+        raise ConfigError(f"method {method_name} {exc}") from None

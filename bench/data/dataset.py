@@ -21,10 +21,11 @@ from typing import Any
 import numpy as np
 
 from bench.core import registry
-from bench.core.errors import DataError
+from bench.core.errors import ConfigError, DataError
 from bench.core.io import code_digest
+from bench.core.options import parse_options
 from bench.data.fetch import cache_dir, fetch
-from bench.data.recipes import Recipe, discover
+from bench.data.recipes import ITEM_OPTIONS, Recipe, RecipeError, discover
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +122,12 @@ def item_text(item: RawItem) -> str:
 
 
 def build_dataset(name: str, raw: RawData, options: dict[str, Any] | None = None) -> Dataset:
-    """Filter short users, index items, and derive fields, vocabularies, text and statistics."""
-    options = options or {}
-    min_len = int(options.get("min_interactions", 3))
+    """Filter short users, index items, and derive fields, vocabularies, text and statistics.
+
+    ``options`` are a recipe's ``[items]`` table (see ``ITEM_OPTIONS``).
+    """
+    options = {**ITEM_OPTIONS, **parse_options(options or {}, ITEM_OPTIONS, f"dataset {name} items.")}
+    min_len = options["min_interactions"]
     kept_users, short_users = [], 0
     for user, seq in raw.sequences.items():
         if len(seq) >= min_len:
@@ -140,11 +144,11 @@ def build_dataset(name: str, raw: RawData, options: dict[str, Any] | None = None
     items = [raw.items.get(i, RawItem()) for i in item_ids]
 
     categories = [list(it.categories) for it in items]
-    if options.get("drop_root_category", False):
+    if options["drop_root_category"]:
         roots = {c[0] for c in categories if c}
         if len(roots) == 1:
             categories = [c[1:] if c else c for c in categories]
-    wanted = options.get("fields", ["brand", *CATEGORY_FIELDS, "price"])
+    wanted = options["fields"]
     fields: dict[str, np.ndarray] = {}
     vocabs: dict[str, list[str]] = {}
     for fname in wanted:
@@ -156,7 +160,7 @@ def build_dataset(name: str, raw: RawData, options: dict[str, Any] | None = None
                 [" > ".join(c[: level + 1]) if len(c) > level else None for c in categories]
             )
         elif fname == "price":
-            codes, vocab = _price_buckets([it.price for it in items], int(options.get("price_buckets", 10)))
+            codes, vocab = _price_buckets([it.price for it in items], options["price_buckets"])
         else:
             raise DataError(f"dataset {name}: unknown item field {fname!r}; expected brand, cat1-3 or price")
         fields[fname], vocabs[fname] = codes, vocab
@@ -241,7 +245,12 @@ def load_saved(folder: Path) -> Dataset:
 
 
 def get_recipe(name: str) -> Recipe:
-    recipes = discover()
+    """The recipe ``name``; a broken recipe file of that name raises its error (never another recipe stands in)."""
+    broken: list[RecipeError] = []
+    recipes = discover(broken)
+    for exc in broken:
+        if name in exc.names:
+            raise exc
     if name not in recipes:
         raise registry.unknown_name_error("dataset", name, sorted(recipes))
     return recipes[name]
@@ -275,7 +284,10 @@ def load_dataset(name: str, *, rebuild: bool = False) -> Dataset:
         return load_saved(folder)
     paths = {role: fetch(src) for role, src in recipe.files.items()}
     reader = registry.get("reader", recipe.reader)
-    raw = reader(paths, recipe.reader_options)
+    try:
+        raw = reader(paths, recipe.reader_options)
+    except ConfigError as exc:  # the reader's options are the recipe's [reader_options]
+        raise ConfigError(f"recipe {recipe.path}: reader_options: {exc}") from None
     ds = build_dataset(recipe.name, raw, recipe.items)
     ds.protocol_defaults = dict(recipe.protocol)
     _check_expected(ds, recipe)

@@ -10,12 +10,17 @@ of the training sequence.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bench.core.errors import ConfigError
-from bench.data.dataset import Dataset
+from bench.core.options import check_positive, parse_options
+
+if TYPE_CHECKING:  # recipes check their [protocol] table here, so this module must not import the dataset's
+    from bench.data.dataset import Dataset
+
+TIES = ("expected",)  # how metrics treat tied scores: their expectation under random tie-breaking
 
 
 @dataclass(frozen=True)
@@ -28,30 +33,24 @@ class Protocol:
     select_metric: str = "ndcg@10"  # validation metric that picks the checkpoint
     ties: str = "expected"  # metrics are their expectation under random tie-breaking
 
+    def __post_init__(self) -> None:
+        if isinstance(self.history_len, bool) or not isinstance(self.history_len, int) or self.history_len < 1:
+            raise ConfigError(f"protocol history_len: expected an integer >= 1, found {self.history_len!r}")
+        check_positive({"ks": self.ks}, "protocol ")
+        metric, at, k = self.select_metric.partition("@")
+        if not (self.select_metric == "mrr" or (metric in ("recall", "ndcg") and at and k.isdigit() and int(k) > 0)):
+            raise ConfigError(f"protocol select_metric: expected recall@K, ndcg@K or mrr, found {self.select_metric!r}")
+        if self.ties not in TIES:
+            raise ConfigError(f"protocol ties: expected one of {', '.join(TIES)}, found {self.ties!r}")
+
     @classmethod
-    def from_options(cls, defaults: dict[str, Any], overrides: dict[str, Any]) -> "Protocol":
-        known = {f.name for f in fields(cls)}
-        merged = {**defaults, **overrides}
-        unknown = set(merged) - known
-        if unknown:
-            raise ConfigError(f"unknown protocol option(s) {sorted(unknown)}; known: {sorted(known)}")
-        defaults_obj = cls()
-        try:
-            for key, value in merged.items():
-                if key == "ks":
-                    merged[key] = tuple(int(k) for k in (value.split(",") if isinstance(value, str) else value))
-                elif isinstance(getattr(defaults_obj, key), bool) and isinstance(value, str):
-                    merged[key] = value.lower() in ("1", "true", "yes")
-                elif isinstance(getattr(defaults_obj, key), int) and not isinstance(value, bool):
-                    merged[key] = int(value)
-        except ValueError as exc:
-            raise ConfigError(f"bad protocol option value: {exc}") from None
-        proto = cls(**merged)
-        if proto.history_len < 1:
-            raise ConfigError(f"history_len must be >= 1, found {proto.history_len}")
-        if proto.select_metric.split("@")[0] not in ("recall", "ndcg") and proto.select_metric != "mrr":
-            raise ConfigError(f"select_metric must be recall@K, ndcg@K or mrr, found {proto.select_metric!r}")
-        return proto
+    def from_options(cls, defaults: dict[str, Any], overrides: dict[str, Any], prefix: str = "--protocol ",
+                     defaults_prefix: str = "protocol default ") -> "Protocol":
+        """The protocol from a dataset's defaults and the user's overrides (text or typed), each checked and typed."""
+        base = {f.name: f.default for f in fields(cls)}
+        choices = {"ties": TIES}
+        return cls(**{**parse_options(defaults, base, defaults_prefix, choices),
+                      **parse_options(overrides, base, prefix, choices)})
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from bench.core.errors import ConfigError
+from bench.core.options import parse_options as typed_options
 from bench.data.dataset import RawData, RawItem
 
 SKIP_SHARE = 0.2  # share of cycle steps that skip one item
@@ -155,20 +156,9 @@ class SyntheticData:
 
 
 def parse_options(options: dict[str, Any]) -> SyntheticOptions:
-    """Check ``options`` against ``SyntheticOptions`` and fill in defaults."""
-    known = {f.name: f for f in fields(SyntheticOptions)}
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise ConfigError(
-            f"synthetic dataset: unknown option(s) {', '.join(map(repr, unknown))}; "
-            f"known options are {', '.join(known)}"
-        )
-    for key, value in options.items():
-        want_int = known[key].type == "int"
-        ok = isinstance(value, int) if want_int else isinstance(value, (int, float))
-        if isinstance(value, bool) or not ok:
-            kind = "an integer" if want_int else "a number"
-            raise ConfigError(f"synthetic dataset: option {key!r} must be {kind}, found {value!r}")
+    """Check ``options`` (text or typed) against ``SyntheticOptions``, type them and fill in defaults."""
+    defaults = {f.name: f.default for f in fields(SyntheticOptions)}
+    options = typed_options(options, defaults, "synthetic dataset option ", where="synthetic dataset")
     opts = SyntheticOptions(**options)
     problems = []
     if opts.n_groups < 2 or opts.n_items < 3 * opts.n_groups:

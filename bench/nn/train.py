@@ -17,6 +17,7 @@ from torch import nn
 from bench.core.device import seed_everything
 from bench.core.errors import ConfigError, SidbenchError
 from bench.core.method import FitContext
+from bench.core.options import check_positive, parse_value
 from bench.core.progress import progress
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,10 @@ class TrainConfig:
     patience: int = 10  # validations without a better score before stopping
     eval_every: int = 1  # validate every this many epochs, and after the last one
     grad_clip: float = 1.0
+
+    def __post_init__(self) -> None:  # bad values fail when the config is built, before anything trains
+        check_positive(vars(self), "", names=("epochs", "batch_size", "eval_every"))
+        parse_value(self.schedule, "constant", "schedule", choices=("constant", "cosine"))
 
 
 class Trainer:

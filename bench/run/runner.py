@@ -28,15 +28,75 @@ from bench.core.device import (
     seed_everything,
 )
 from bench.core.errors import ConfigError, SidbenchError
-from bench.core.io import run_key
-from bench.core.method import FitContext, build_config, resolve_budget
-from bench.data.dataset import Dataset, load_dataset
+from bench.core.io import code_digest, run_key
+from bench.core.method import FitContext, Method, build_config, resolve_budget
+from bench.core.options import parse_options, parse_value
+from bench.core.plugin import plugin_defaults
+from bench.data.dataset import Dataset, get_recipe, load_dataset
 from bench.data.protocol import Protocol, Split
 from bench.eval.evaluator import Evaluator
 from bench.nn.train import COMPILE_MODES
 from bench.run import records
 
 log = logging.getLogger(__name__)
+
+
+# 2: every field always present (precision, compile) and the method's code digest; 1 (no field): neither
+RUN_KEY_VERSION = 2
+
+
+def check_seeds(seeds: list[int]) -> None:
+    """Seeds are distinct non-negative integers (a repeated seed would overwrite its own result)."""
+    if not seeds:
+        raise ConfigError("--seeds: expected at least one seed, found none")
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ConfigError(f"--seeds: expected non-negative integers, found {seed!r}")
+    if repeated := sorted({s for s in seeds if seeds.count(s) > 1}):
+        raise ConfigError(f"--seeds: expected distinct seeds, found {repeated[0]} more than once "
+                          f"in {','.join(map(str, seeds))}")
+
+
+def method_code(cls: type, config: Any, dataset: str) -> str:
+    """A digest of the method's source (its classes below ``Method``) and of the encoder and tokenizer it runs,
+    so that a run whose code was edited is run again instead of being reused."""
+    from bench.sid.pipeline import resolve_encoder
+
+    objects: list[Any] = [c for c in cls.__mro__ if issubclass(c, Method) and c is not Method]
+    if isinstance(encoder := getattr(config, "encoder", None), str):
+        objects.append(registry.get("encoder", resolve_encoder(encoder, dataset)))
+    if tokenizer := getattr(cls, "tokenizer_name", ""):
+        objects.append(registry.get("tokenizer", tokenizer))
+    return code_digest(*objects)
+
+
+def check_method(name: str, cls: type, config: Any, dataset: str) -> None:
+    """What a method's options hold beyond their own types, checked before anything trains: the method's
+    ``check_config``, its encoder's options and, for SID methods, its tokenizer's parameters and collision step."""
+    from bench.sid.collisions import COLLISION_METHODS
+    from bench.sid.pipeline import TOK, SIDMethod, resolve_encoder
+    from bench.sid.pipeline import parse_options as encoder_options
+
+    try:
+        cls(config).check_config()
+    except ConfigError as exc:
+        raise ConfigError(f"method {name}: {exc}") from None
+    encoder = getattr(config, "encoder", None)
+    if isinstance(encoder, str) and isinstance(getattr(config, "encoder_options", None), str):
+        resolved = resolve_encoder(encoder, dataset)
+        try:
+            encoder_options(config.encoder_options, registry.get("encoder", resolved), f"encoder {resolved}")
+        except ConfigError as exc:
+            raise ConfigError(f"method {name} encoder_options: {exc}") from None
+    if issubclass(cls, SIDMethod):
+        params = {f.name[len(TOK):]: getattr(config, f.name) for f in dataclasses.fields(config)
+                  if f.name.startswith(TOK)}
+        if "seed" in params and params["seed"] is None:
+            params["seed"] = 0  # None: the run's seed
+        tokenizer = registry.get("tokenizer", cls.tokenizer_name)
+        parse_options(params, plugin_defaults(tokenizer, "tokenizer"), f"method {name} {TOK}",
+                      where=f"method {name} tokenizer {cls.tokenizer_name}")
+        parse_value(config.collisions, "", f"method {name} collisions", choices=COLLISION_METHODS)
 
 
 def check_compile(backend: str | None) -> None:
@@ -121,14 +181,33 @@ class BenchmarkRun:
             return self._execute_parallel()
         return self._execute_serial()
 
+    def check(self) -> tuple[dict[str, type], dict[str, dict[str, Any]]]:
+        """Every name and value of the run (seeds, device, methods and their options, protocol), checked before any
+        data is prepared or anything trains: a bad value for the last method fails at once and writes nothing.
+        Returns the method classes and each method's overrides."""
+        check_seeds(self.seeds)
+        apply_precision(self.precision, resolve_device(self.device))
+        check_compile(self.compile)
+        classes = {m: _method_class(m) for m in self.methods}
+        per_method = split_overrides(self.methods, self.overrides)
+        recipe = get_recipe(self.dataset)
+        Protocol.from_options(recipe.protocol, self.protocol_overrides)
+        for m in self.methods:
+            self._config(m, classes[m], self.budget, per_method[m], recipe.name)
+        return classes, per_method
+
+    def _config(self, method: str, cls: type, budget: str, overrides: dict[str, Any], dataset: str) -> Any:
+        config = build_config(cls, method, budget, overrides, prefix=f"--set {method}.")
+        check_method(method, cls, config, dataset)
+        return config
+
     def _execute_parallel(self) -> list[RunOutcome]:
         """Small models leave a GPU mostly idle: run (method, seed) pairs side by side in processes."""
-        for m in self.methods:
-            _method_class(m)  # unknown names fail before any work
-        apply_precision(self.precision, resolve_device(self.device))  # bad options too, before any worker starts
-        check_compile(self.compile)
-        per_method = split_overrides(self.methods, self.overrides)
-        load_dataset(self.dataset)  # prepare once, so workers only read the cache
+        classes, per_method = self.check()  # bad names and values fail before any worker starts
+        dataset = load_dataset(self.dataset)  # prepare once, so workers only read the cache
+        for m in self.methods:  # the budgets a small dataset picks, checked too
+            self._config(m, classes[m], resolve_budget(classes[m], self.budget, dataset.n_users), per_method[m],
+                         dataset.name)
         tasks = [(m, s) for m in self.methods for s in self.seeds]
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=self.jobs, mp_context=context) as pool:
@@ -144,14 +223,11 @@ class BenchmarkRun:
 
     def _execute_serial(self) -> list[RunOutcome]:
         device = resolve_device(self.device)
-        apply_precision(self.precision, device)
-        check_compile(self.compile)
-        classes = {m: _method_class(m) for m in self.methods}  # unknown names fail before any work
-        per_method = split_overrides(self.methods, self.overrides)
+        classes, per_method = self.check()
         start = time.perf_counter()
         dataset = load_dataset(self.dataset)
         budgets = {m: resolve_budget(classes[m], self.budget, dataset.n_users) for m in self.methods}
-        configs = {m: build_config(classes[m], m, budgets[m], per_method[m]) for m in self.methods}
+        configs = {m: self._config(m, classes[m], budgets[m], per_method[m], dataset.name) for m in self.methods}
         protocol = Protocol.from_options(dataset.protocol_defaults, self.protocol_overrides)
         split = Split(dataset, protocol)
         prepare_s = round(time.perf_counter() - start, 3)
@@ -165,19 +241,19 @@ class BenchmarkRun:
     def _run_one(self, method: str, cls: type, config: Any, budget: str, overrides: dict[str, Any], seed: int,
                  dataset: Dataset, split: Split, device: torch.device, prepare_s: float) -> RunOutcome:
         folder = records.run_dir(self.out, dataset.name, method, seed)
-        spec = {
+        spec = {  # what determines the result; every field always present
+            "key_version": RUN_KEY_VERSION,
             "method": method,
             "method_class": f"{cls.__module__}:{cls.__qualname__}",
+            "code": method_code(cls, config, dataset.name),
             "budget": budget,
             "config": dataclasses.asdict(config),
             "dataset": {"name": dataset.name, "checksum": dataset.checksum},
             "protocol": split.protocol.to_dict(),
             "seed": seed,
+            "precision": self.precision,
+            "compile": self.compile,  # compiled kernels round differently
         }
-        if self.precision != "fp32":  # only then, so fp32 runs keep the keys they had before the option
-            spec["precision"] = self.precision
-        if self.compile:  # likewise: compiled kernels round differently
-            spec["compile"] = self.compile
         key = run_key(spec)
         if not self.force and (done := records.finished(folder, key)):
             log.info("reusing finished run %s", folder)

@@ -26,7 +26,8 @@ import torch
 from bench.core import registry
 from bench.core.errors import ConfigError
 from bench.core.method import FitContext, Method
-from bench.core.options import _coerce
+from bench.core.options import parse_options as typed_options
+from bench.core.options import parse_pairs
 from bench.core.plugin import plugin_defaults
 from bench.data.dataset import get_recipe
 from bench.data.protocol import Split
@@ -74,16 +75,8 @@ def encoder_proxies(encoded: dict[str, Any]) -> dict[str, float]:
 
 
 def parse_options(text: str, cls: type, who: str) -> dict[str, Any]:
-    """``"key=value;key=value"`` checked against ``cls``'s constructor and typed by its defaults."""
-    defaults = plugin_defaults(cls, who.split()[0])
-    out: dict[str, Any] = {}
-    for pair in filter(None, (p.strip() for p in text.split(";"))):
-        key, eq, value = pair.partition("=")
-        key = key.strip()
-        if not eq or key not in defaults:
-            raise ConfigError(f"{who}: expected key=value with key in {sorted(defaults)}, found {pair!r}")
-        out[key] = _coerce(value.strip(), defaults[key], key)
-    return out
+    """``"key=value;key=value"`` checked against ``cls``'s constructor and typed by its defaults (``who``: "encoder X")."""
+    return typed_options(parse_pairs(text, who), plugin_defaults(cls, who.split()[0]), f"{who} option ", where=who)
 
 
 def encode_views(cfg: Any, tokenizer_cls: type, split: Split, ctx: Any) -> ItemViews:
