@@ -206,3 +206,269 @@ def test_trainer_validates_every_n_epochs_and_counts_patience_in_validations():
     assert epochs == [0, 1, 2]
     with pytest.raises(ConfigError, match="eval_every"):
         Trainer(dataclasses.replace(base, eval_every=0), ctx)
+
+
+# --- the phased trainer ---------------------------------------------------------------------------------------
+
+
+def old_trainer_loop(cfg, model, examples, loss_fn, validate, select):
+    """The one-loss training loop as it was before phases existed (CPU), the reference for bit-identity."""
+    from bench.core.device import seed_everything
+
+    def lr_factor(step, total):
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.schedule == "cosine":
+            progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        return 1.0
+
+    seed_everything(0)
+    n = len(examples[0])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=False)
+    steps = math.ceil(n / cfg.batch_size)
+    total = steps * cfg.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total))
+    best, best_state, stale, losses = -math.inf, None, 0, []
+    for epoch in range(cfg.epochs):
+        model.train()
+        order = torch.randperm(n)
+        total_loss = torch.zeros(())
+        for i in range(steps):
+            loss = loss_fn(tuple(t[order[i * cfg.batch_size:(i + 1) * cfg.batch_size]] for t in examples))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            total_loss += loss.detach()
+        losses.append(round(float(total_loss) / steps, 5))
+        model.eval()
+        with torch.no_grad():
+            score = validate()[select]
+        if score > best:
+            best, best_state, stale = score, {k: v.clone() for k, v in model.state_dict().items()}, 0
+        else:
+            stale += 1
+        if stale >= cfg.patience:
+            break
+    model.load_state_dict(best_state)
+    return losses
+
+
+def toy_mlp():
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 1))
+
+
+def test_one_phase_trainer_trains_exactly_as_before_and_equals_an_explicit_single_phase():
+    """Same RNG draws (dropout, shuffles), same optimiser and schedule: bit-identical weights and losses."""
+    from bench.nn.train import Phase
+
+    cfg = TrainConfig(epochs=6, batch_size=24, lr=3e-2, weight_decay=0.01, schedule="cosine", warmup_steps=5,
+                      patience=2, grad_clip=0.5)
+    x = torch.randn(100, 4, generator=torch.Generator().manual_seed(2))
+    y = x.sum(1, keepdim=True)
+    probe = torch.randn(20, 4, generator=torch.Generator().manual_seed(3))
+
+    def run(how):
+        model = toy_mlp()
+        loss_fn = lambda b: (model(b[0]) - b[1]).pow(2).mean()  # noqa: E731
+        validate = lambda: {"score": -float(model(probe).pow(2).mean())}  # noqa: E731
+        if how == "old":
+            return model, old_trainer_loop(cfg, model, (x, y), loss_fn, validate, "score"), None
+        ctx = FitContext(device=torch.device("cpu"), seed=0, valid=None)
+        phases = {"phases": [Phase("train", None, loss_fn, cfg.epochs)]} if how == "phase" else {"loss_fn": loss_fn}
+        Trainer(cfg, ctx, "train").fit(model, (x, y), validate=validate, select="score", **phases)
+        return model, [p["loss"] for p in ctx.curve], ctx
+
+    old, old_losses, _ = run("old")
+    for how in ("loss_fn", "phase"):
+        model, losses, ctx = run(how)
+        assert losses == old_losses, how
+        for a, b in zip(old.state_dict().values(), model.state_dict().values()):
+            assert torch.equal(a, b), how
+    _, _, ctx = run("loss_fn")  # the one-loss record has no phase fields, as before
+    assert set(ctx.curve[0]) == {"stage", "epoch", "loss", "train_seconds", "score"}
+    assert set(ctx.extra["train"]) == {"epochs_run", "best_epoch", "best_valid_score", "seconds_per_epoch",
+                                       "steps_per_epoch", "examples"}
+
+
+def test_phased_trainer_steps_only_each_phases_parameters_with_one_optimiser_per_phase(monkeypatch):
+    from bench.nn.train import Phase
+
+    model = nn.ModuleDict({"a": nn.Linear(3, 1), "b": nn.Linear(3, 1)})
+    model.b.bias.requires_grad_(False)  # frozen by the caller: stays frozen, and phase b trains around it
+    x = torch.randn(16, 3, generator=torch.Generator().manual_seed(0))
+    optimisers, log, changed = [], [], []
+    real_adamw = torch.optim.AdamW
+    monkeypatch.setattr(torch.optim, "AdamW",
+                        lambda *a, **k: optimisers.append(real_adamw(*a, **k)) or optimisers[-1])
+    snapshot = {}
+
+    def loss_fn(name, other):
+        def loss(batch):
+            log.append((name, model[name].weight.requires_grad, model[other].weight.requires_grad))
+            return (model.a(batch[0]) * model.b(batch[0])).pow(2).mean() + model[name](batch[0]).mean()
+        return loss
+
+    def start(name):
+        snapshot.update({k: v.clone() for k, v in model.state_dict().items()})
+
+    def end(name):
+        changed.append((name, sorted(k for k, v in model.state_dict().items() if not torch.equal(v, snapshot[k]))))
+        assert model.a.weight.grad is None or name == "a"  # no gradient was computed for the frozen module
+        assert model.b.weight.grad is None or name == "b"
+        model.zero_grad(set_to_none=True)
+
+    phases = [Phase("a", model.a.parameters(), loss_fn("a", "b"), epochs=2, lr=0.1,
+                    on_start=lambda: start("a"), on_end=lambda: end("a")),
+              Phase("b", lambda: model.b.parameters(), loss_fn("b", "a"), epochs=1, lr=0.05, schedule="cosine",
+                    on_start=lambda: start("b"), on_end=lambda: end("b"))]
+    ctx = FitContext(device=torch.device("cpu"), seed=0, valid=None)
+    Trainer(TrainConfig(batch_size=8), ctx, "toy").fit(model, (x,), phases=phases, cycles=2)
+
+    assert [(p["phase"], p["cycle"], p["epoch"]) for p in ctx.curve] == [
+        ("a", 0, 0), ("a", 0, 1), ("b", 0, 2), ("a", 1, 3), ("a", 1, 4), ("b", 1, 5)]
+    assert changed == [("a", ["a.bias", "a.weight"]), ("b", ["b.weight"])] * 2
+    assert set(log) == {("a", True, False), ("b", True, False)}  # the other phase's module was frozen
+    assert model.a.weight.requires_grad and model.b.weight.requires_grad and not model.b.bias.requires_grad
+    assert len(optimisers) == 2  # one per phase, kept across cycles: phase a took 2 steps x 2 epochs x 2 cycles
+    assert optimisers[0].param_groups[0]["lr"] == 0.1
+    assert [optimisers[i].state[model[n].weight]["step"].item() for i, n in enumerate("ab")] == [8, 4]
+    assert optimisers[1].param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)  # cosine over b's 4 steps
+    facts = ctx.extra["toy"]
+    assert facts["epochs_run"] == 6 and facts["cycles"] == facts["cycles_run"] == 2
+    assert {k: (v["epochs_run"], v["parameters"]) for k, v in facts["phases"].items()} == {"a": (4, 4), "b": (2, 4)}
+
+
+def test_phased_trainer_validates_over_all_phases_and_restores_the_best_checkpoint():
+    from bench.nn.train import Phase
+
+    model = nn.ModuleDict({"a": nn.Linear(1, 1), "b": nn.Linear(1, 1)})
+    x = torch.ones(8, 1)
+    scores = iter([1.0, 3.0, 2.0, 0.5, 0.4])
+    kept = {}
+
+    def validate():
+        score = next(scores)
+        kept[score] = {k: v.clone() for k, v in model.state_dict().items()}
+        return {"ndcg@10": score}
+
+    phases = [Phase(name, model[name].parameters(), lambda b, m=model[name]: m(b[0]).pow(2).mean(), epochs=e, lr=0.1)
+              for name, e in (("a", 2), ("b", 1))]
+    ctx = FitContext(device=torch.device("cpu"), seed=0, valid=None)
+    cfg = TrainConfig(batch_size=8, eval_every=2, patience=2)
+    Trainer(cfg, ctx, "toy").fit(model, (x,), phases=phases, cycles=4, validate=validate, select="ndcg@10")
+    # 12 epochs over both phases; validation after epochs 1, 3, 5, 7, then patience 2 stops after epoch 7
+    assert [p["epoch"] for p in ctx.curve if "ndcg@10" in p] == [1, 3, 5, 7]
+    assert len(ctx.curve) == 8 and (ctx.curve[-1]["phase"], ctx.curve[-1]["cycle"]) == ("a", 2)
+    facts = ctx.extra["toy"]
+    assert (facts["best_epoch"], facts["best_phase"], facts["best_cycle"]) == (3, "a", 1)
+    assert facts["cycles_run"] == 3 and [v["epochs_run"] for v in facts["phases"].values()] == [6, 2]
+    assert all(torch.equal(v, kept[3.0][k]) for k, v in model.state_dict().items())
+
+
+def test_phased_trainer_errors():
+    from bench.nn.train import Phase
+
+    model, other = nn.Linear(1, 1), nn.Linear(1, 1)
+    ctx = FitContext(device=torch.device("cpu"), seed=0, valid=None)
+    trainer = Trainer(TrainConfig(batch_size=4), ctx, "toy")
+    loss = lambda b: model(b[0]).sum()  # noqa: E731
+    data = (torch.ones(4, 1),)
+    with pytest.raises(ConfigError, match="either loss_fn or phases"):
+        trainer.fit(model, data, loss, phases=[Phase("a", None, loss)])
+    with pytest.raises(ConfigError, match="distinct names"):
+        trainer.fit(model, data, phases=[Phase("a", None, loss), Phase("a", None, loss)])
+    with pytest.raises(ConfigError, match="not the model's"):
+        trainer.fit(model, data, phases=[Phase("a", other.parameters(), loss)])
+    with pytest.raises(ConfigError, match="schedule"):
+        trainer.fit(model, data, phases=[Phase("a", None, loss, schedule="linear")])
+    with pytest.raises(ConfigError, match="cycles >= 1"):
+        trainer.fit(model, data, phases=[Phase("a", None, loss)], cycles=0)
+    with pytest.raises(ConfigError, match="cycles repeat a list of phases"):
+        trainer.fit(model, data, loss, cycles=2)
+    with pytest.raises(ConfigError, match="no parameters"):
+        trainer.fit(model, data, phases=[Phase("a", [], loss)])
+
+
+# --- codes that change ----------------------------------------------------------------------------------------
+
+
+def test_set_codes_outside_the_capacity_is_a_clear_error_and_changes_nothing(planted_split):
+    gen = tiny_generator(planted_split)
+    before = gen.model_.sid_codes().clone()
+    bad = before.clone()
+    bad[3, 1] = 4  # codebook size 4
+    with pytest.raises(ConfigError, match=r"level 1 must lie in \[0, 4\) .* found \[0, 4\]"):
+        gen.set_codes(bad)
+    with pytest.raises(ConfigError, match=r"level 1 must lie in \[0, 4\)"):
+        gen.model_.set_codes(bad)
+    with pytest.raises(ConfigError, match=r"\[n_items=60, n_levels=3\].* found .*\(60, 4\)"):
+        gen.set_codes(np.zeros((60, 4), dtype=np.int64))
+    with pytest.raises(ConfigError, match="integers"):
+        gen.set_codes(before.float())
+    duplicate = before.clone()
+    duplicate[1] = duplicate[0]
+    with pytest.raises(ConfigError, match="unique per item"):
+        gen.set_codes(duplicate)
+    assert torch.equal(gen.model_.sid_codes(), before)
+    assert torch.equal(gen.trie_.lookup(before), torch.arange(60))
+
+
+def test_set_codes_replaces_the_models_tokens_and_the_trie(planted_split):
+    gen = tiny_generator(planted_split)
+    hist, _ = planted_split.eval_inputs("test")
+    hist, users = torch.from_numpy(hist[:16]), torch.arange(16)
+    old_codes = gen.model_.sid_codes().clone()
+    new_codes = torch.from_numpy(random_codes(60, [4, 4, 4], seed=5))
+    gen.set_codes(new_codes.numpy())
+    assert torch.equal(gen.model_.sid_codes(), new_codes)
+    assert torch.equal(gen.model_.item_tokens[:-1], new_codes + torch.tensor([0, 4, 8]))
+    assert (gen.model_.item_tokens[-1] == gen.model_.pad).all()
+    ranked = gen.rank(hist, users, 10)
+    assert (ranked >= 0).all()
+    assert torch.equal(gen.trie_.lookup(new_codes[ranked.flatten()]), ranked.flatten())
+    # the codes travel with the state dict, and a restored checkpoint brings its trie back
+    state = {k: v.clone() for k, v in gen.model_.state_dict().items()}
+    gen.set_codes(old_codes)
+    gen.model_.load_state_dict(state)
+    assert torch.equal(gen.model_.sid_codes(), new_codes)
+    assert torch.equal(gen.trie_.lookup(new_codes), torch.arange(60))
+    assert torch.equal(gen.rank(hist, users, 10), ranked)
+
+
+def test_return_states_gives_the_encoder_and_decoder_states_with_the_same_logits(planted_split):
+    gen = tiny_generator(planted_split, user_tokens=7)
+    model = gen.model_
+    hist = torch.from_numpy(planted_split.eval_inputs("test")[0][:4])
+    users, targets = torch.arange(4), torch.tensor([0, 5, 7, 59])
+    with torch.no_grad():
+        out = model(hist, users, targets, return_states=True)
+        loss, again = model.loss(hist, users, targets, return_states=True)
+        assert torch.equal(out.logits, model(hist, users, targets))
+        assert torch.equal(loss, model.loss(hist, users, targets)) and torch.equal(again.logits, out.logits)
+    seq = 1 + planted_split.protocol.history_len * 3  # user token + 5 items x 3 levels
+    assert out.logits.shape == (4, 3, 12)
+    assert out.encoder_states.shape == (4, seq, 32) and out.decoder_states.shape == (4, 3, 32)
+    assert out.encoder_mask.shape == (4, seq) and out.encoder_mask.dtype == torch.bool
+    is_pad = hist == planted_split.pad  # per item, so per 3 tokens after the user token
+    assert torch.equal(out.encoder_mask[:, 1:], ~is_pad.repeat_interleave(3, dim=1))
+    assert out.encoder_mask[:, 0].all()
+
+
+def test_the_generator_trains_as_a_phase_of_the_phased_trainer(planted_split):
+    """``phase`` + ``examples`` + ``validation``: the same run as ``fit`` when it is the only phase."""
+    cfg = GeneratorConfig(**{**TINY, "epochs": 2, "eval_every": 1, "patience": 5})
+    codes = random_codes(planted_split.n_items, [4, 4, 4])
+    fitted_ctx = FitContext(device=torch.device("cpu"), seed=0, valid=Evaluator(planted_split, "valid"))
+    fitted = Generator(cfg).fit(planted_split, codes, [4, 4, 4], fitted_ctx)
+    ctx = FitContext(device=torch.device("cpu"), seed=0, valid=Evaluator(planted_split, "valid"))
+    gen = Generator(cfg).setup(planted_split, codes, [4, 4, 4], ctx)
+    Trainer(cfg, ctx, "generator").fit(gen.model_, gen.examples(planted_split), phases=[gen.phase(epochs=2)],
+                                       validate=gen.validation(ctx))
+    for a, b in zip(fitted.model_.state_dict().values(), gen.model_.state_dict().values()):
+        assert torch.equal(a, b)
+    assert [p["ndcg@10"] for p in ctx.curve] == [p["ndcg@10"] for p in fitted_ctx.curve]
+    assert ctx.extra["generator_decode"] == fitted_ctx.extra["generator_decode"]

@@ -6,6 +6,16 @@ ctx)`` trains on every prefix of the training sequences; ``Generator.rank``
 decodes ranked item lists with a batched beam search, constrained by default
 to the SIDs of real items through a prefix trie held as dense tensors.
 
+A method that trains its tokenizer with the generator (ETEGRec) uses the
+pieces of ``fit`` instead: ``setup`` (build + record), ``examples``, ``phase``
+(the generator's ``Phase`` for the phased ``Trainer``) and ``set_codes``,
+which replaces the items' SIDs mid-training within the codebook sizes given at
+build time and rebuilds the trie, so beam search only returns current SIDs.
+``SIDGenerator.forward(..., return_states=True)`` exposes the encoder's and
+decoder's states for alignment losses. The codes are part of the model's state
+dict, so a restored checkpoint brings back the codes it was trained with (and
+``Generator`` rebuilds its trie from them).
+
 Token layout (one vocabulary shared by encoder and decoder):
 
 * code ``c`` of level ``l`` is token ``offset_l + c``, ``offset_l = sum(codebook_sizes[:l])``;
@@ -23,7 +33,7 @@ GELU feed-forwards.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -35,7 +45,7 @@ from bench.core.errors import ConfigError
 from bench.core.method import FitContext
 from bench.data.protocol import Split
 from bench.nn.blocks import DecoderBlock, SequenceEncoder
-from bench.nn.train import TrainConfig, Trainer
+from bench.nn.train import Phase, TrainConfig, Trainer
 from bench.sid.trie import SIDTrie, beam_search
 
 
@@ -71,6 +81,15 @@ class GeneratorConfig(TrainConfig):
     patience: int = 3  # validations, i.e. 15 epochs without improvement
 
 
+class GeneratorOutput(NamedTuple):
+    """Teacher-forced logits with the states behind them, for alignment losses (``return_states=True``)."""
+
+    logits: torch.Tensor  # [B, L, n_codes]; step l has only level l's codes (others -inf)
+    encoder_states: torch.Tensor  # [B, S, d]: the encoder's last states (after its final norm)
+    encoder_mask: torch.Tensor  # [B, S] bool: True where a token is attended (not padding)
+    decoder_states: torch.Tensor  # [B, L, d]: the decoder's last states, step l predicts level l
+
+
 class SIDGenerator(nn.Module):
     """Encoder (shared ``Block``s, bidirectional) over history SID tokens; decoder generates the target SID."""
 
@@ -87,11 +106,12 @@ class SIDGenerator(nn.Module):
         n_codes = starts[-1]
         self.pad, self.bos = n_codes, n_codes + 1
         self.user_base = n_codes + 2
-        offsets = torch.tensor(starts[:-1], dtype=torch.long)
-        item_tokens = torch.cat([torch.as_tensor(sid_codes, dtype=torch.long) + offsets,
-                                 torch.full((1, self.n_levels), self.pad, dtype=torch.long)])
-        self.register_buffer("offsets", offsets, persistent=False)
-        self.register_buffer("item_tokens", item_tokens, persistent=False)  # [n_items + 1, L], pad row -> PAD
+        self.register_buffer("offsets", torch.tensor(starts[:-1], dtype=torch.long), persistent=False)
+        # [n_items + 1, L]: item i's tokens, the pad row all PAD; in the state dict, so a restored checkpoint
+        # brings back the codes it was trained with
+        item_tokens = torch.full((len(sid_codes) + 1, self.n_levels), self.pad, dtype=torch.long)
+        self.register_buffer("item_tokens", item_tokens)
+        self.set_codes(sid_codes)
         level_of_token = torch.repeat_interleave(torch.arange(self.n_levels), torch.tensor(sizes))
         off_level = level_of_token[None, :] != torch.arange(self.n_levels)[:, None]
         self.register_buffer("off_level", off_level, persistent=False)  # [L, n_codes]: not level l's code
@@ -111,6 +131,36 @@ class SIDGenerator(nn.Module):
         )
         self.dec_norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, n_codes, bias=False)
+
+    def check_codes(self, sid_codes: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """``sid_codes`` [n_items, L] as a long tensor, checked against the capacity fixed at construction.
+
+        The codebook sizes given at construction are the capacity: the vocabulary and the output layer keep
+        their size, so the codes of a tokenizer trained with the generator must stay within them.
+        """
+        codes = torch.as_tensor(np.asarray(sid_codes.cpu()) if isinstance(sid_codes, torch.Tensor) else sid_codes)
+        n_items = len(self.item_tokens) - 1
+        if codes.shape != (n_items, self.n_levels) or codes.is_floating_point() or codes.is_complex():
+            raise ConfigError(f"SID codes must be integers [n_items={n_items}, n_levels={self.n_levels}] (the "
+                              f"generator's capacity), found {codes.dtype} {tuple(codes.shape)}; build a new "
+                              "generator for another number of items or levels")
+        codes = codes.long()
+        for level, size in enumerate(self.codebook_sizes):
+            column = codes[:, level]
+            if n_items and (column.min() < 0 or column.max() >= size):
+                raise ConfigError(f"SID codes of level {level} must lie in [0, {size}) (the codebook sizes "
+                                  f"{self.codebook_sizes} fixed when the generator was built), found "
+                                  f"[{int(column.min())}, {int(column.max())}]; build the generator with larger "
+                                  "codebook sizes")
+        return codes
+
+    def set_codes(self, sid_codes: torch.Tensor | np.ndarray) -> None:
+        """Replace the items' SIDs [n_items, L] in place (unique or not: only ``Generator``'s trie needs that)."""
+        self.item_tokens[:-1] = self.check_codes(sid_codes).to(self.item_tokens.device) + self.offsets
+
+    def sid_codes(self) -> torch.Tensor:
+        """The items' current SIDs [n_items, L] (level codes, without the token offsets)."""
+        return self.item_tokens[:-1] - self.offsets
 
     def encode(self, histories: torch.Tensor, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder states [B, S, d] of left-padded item histories [B, H], and the key mask [B, 1, 1, S]."""
@@ -136,19 +186,33 @@ class SIDGenerator(nn.Module):
             x = block(x, kv, memory_allowed, group)
         return self.dec_norm(x)
 
-    def forward(self, histories: torch.Tensor, users: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced logits [B, L, n_codes] for target items [B]; step l has only level l's codes."""
+    def forward(self, histories: torch.Tensor, users: torch.Tensor, targets: torch.Tensor,
+                return_states: bool = False) -> torch.Tensor | GeneratorOutput:
+        """Teacher-forced logits [B, L, n_codes] for target items [B]; step l has only level l's codes.
+
+        With ``return_states``, a ``GeneratorOutput``: the logits with the encoder's last states and padding
+        mask and the decoder's states (ETEGRec aligns a pooled encoder state with the target's code).
+        """
         memory, allowed = self.encode(histories, users)
         target_tokens = self.item_tokens[targets]
         bos = torch.full_like(target_tokens[:, :1], self.bos)
         hidden = self.decode(torch.cat([bos, target_tokens[:, :-1]], dim=1), self.memory_kv(memory), allowed)
-        return self.head(hidden).masked_fill(self.off_level, float("-inf"))
+        logits = self.head(hidden).masked_fill(self.off_level, float("-inf"))
+        if return_states:
+            return GeneratorOutput(logits, memory, allowed[:, 0, 0, :], hidden)
+        return logits
 
-    def loss(self, histories: torch.Tensor, users: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy over the L target tokens (each a softmax over its level's codes)."""
-        logits = self(histories, users, targets)
+    def loss(self, histories: torch.Tensor, users: torch.Tensor, targets: torch.Tensor,
+             return_states: bool = False) -> torch.Tensor | tuple[torch.Tensor, GeneratorOutput]:
+        """Mean cross-entropy over the L target tokens (each a softmax over its level's codes).
+
+        With ``return_states``, ``(loss, GeneratorOutput)``, so an alignment loss reuses the same pass.
+        """
+        out = self(histories, users, targets, return_states=return_states)
+        logits = out.logits if return_states else out
         labels = self.item_tokens[targets]
-        return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
+        return (loss, out) if return_states else loss
 
     def generate(self, histories: torch.Tensor, users: torch.Tensor, trie: SIDTrie, beam: int,
                  constrained: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -176,7 +240,7 @@ class Generator:
 
     def build(self, split: Split, sid_codes: np.ndarray, codebook_sizes: Sequence[int],
               device: torch.device | str) -> "Generator":
-        """Trie and (untrained) model on ``device``; ``fit`` calls this first."""
+        """Trie and (untrained) model on ``device``; ``codebook_sizes`` is the capacity ``set_codes`` keeps."""
         sid_codes = np.asarray(sid_codes)
         if sid_codes.ndim != 2 or len(sid_codes) != split.n_items:
             raise ConfigError(f"sid_codes must be [n_items={split.n_items}, n_levels], found {sid_codes.shape}")
@@ -186,12 +250,20 @@ class Generator:
         self.trie_ = SIDTrie(sid_codes, codebook_sizes, self.device_)  # checks ranges and uniqueness
         self.model_ = SIDGenerator(self.config, torch.from_numpy(sid_codes.astype(np.int64)), codebook_sizes,
                                    split.protocol.history_len).to(self.device_)
+        # a loaded state dict (the Trainer's best checkpoint) may hold other codes: the trie follows them
+        self.model_.register_load_state_dict_post_hook(self._codes_loaded)
         return self
 
-    def fit(self, split: Split, sid_codes: np.ndarray, codebook_sizes: Sequence[int], ctx: FitContext) -> "Generator":
-        """Train on every prefix of the training sequences, keeping the best validation checkpoint."""
+    def setup(self, split: Split, sid_codes: np.ndarray, codebook_sizes: Sequence[int],
+              ctx: FitContext) -> "Generator":
+        """What ``fit`` does before training: a seeded ``build`` on ``ctx.device`` and the record's facts."""
         seed_everything(ctx.seed)  # the initial weights must not depend on whether earlier stages ran or were cached
         self.build(split, sid_codes, codebook_sizes, ctx.device)
+        self.record(ctx)
+        return self
+
+    def record(self, ctx: FitContext) -> None:
+        """The generator's size and decoding facts in ``ctx.extra`` (again after joint training: the trie changed)."""
         cfg = self.config
         ctx.extra["generator_params"] = sum(p.numel() for p in self.model_.parameters())
         ctx.extra["generator_decode"] = {
@@ -199,15 +271,52 @@ class Generator:
             "codebook_sizes": self.model_.codebook_sizes, "trie_nodes_per_level": self.trie_.n_nodes,
             "encoder_tokens": self.model_.encoder.pos.num_embeddings,
         }
+
+    @staticmethod
+    def examples(split: Split) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The training examples in ``loss``'s batch layout: (histories, users, targets), every training prefix."""
         histories, targets, users = (torch.from_numpy(a) for a in split.train_examples())
-        Trainer(cfg, ctx, "generator").fit(
-            self.model_, (histories, users, targets), self.loss, validate=lambda: ctx.valid.evaluate(self).means,
+        return histories, users, targets
+
+    def fit(self, split: Split, sid_codes: np.ndarray, codebook_sizes: Sequence[int], ctx: FitContext) -> "Generator":
+        """Train on every prefix of the training sequences, keeping the best validation checkpoint."""
+        self.setup(split, sid_codes, codebook_sizes, ctx)
+        Trainer(self.config, ctx, "generator").fit(
+            self.model_, self.examples(split), self.loss, validate=self.validation(ctx),
         )
         return self
 
+    def validation(self, ctx: FitContext) -> Callable[[], dict[str, float]]:
+        """The Trainer's ``validate``: this generator's validation metrics (beam search over the current trie)."""
+        return lambda: ctx.valid.evaluate(self).means
+
     def loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The generator's loss on a batch of ``examples``; the ``loss_fn`` of ``fit`` and of ``phase``."""
         histories, users, targets = batch
         return self.model_.loss(histories, users, targets)
+
+    def phase(self, name: str = "generator", epochs: int = 1, **options: Any) -> Phase:
+        """The generator's ``Phase`` for a phased ``Trainer``: ``loss`` over the model's own parameters.
+
+        ``options`` are ``Phase``'s (lr, weight_decay, schedule, warmup_steps, grad_clip, on_start, on_end).
+        """
+        return Phase(name, self.model_.parameters, self.loss, epochs, **options)
+
+    def set_codes(self, sid_codes: np.ndarray | torch.Tensor) -> "Generator":
+        """Replace the items' SIDs mid-training (e.g. after a tokenizer epoch): the model's codes and the trie.
+
+        The codes must fit the codebook sizes given to ``build`` and be unique per item (run the collision
+        post-step first); nothing changes when they do not.
+        """
+        codes = self.model_.check_codes(sid_codes)
+        trie = SIDTrie(codes.numpy(), self.model_.codebook_sizes, self.device_)  # checks uniqueness
+        self.model_.set_codes(codes)
+        self.trie_ = trie
+        return self
+
+    def _codes_loaded(self, model: nn.Module, incompatible_keys: Any) -> None:
+        """``load_state_dict``'s post-hook: rebuild the trie from the codes just loaded."""
+        self.trie_ = SIDTrie(model.sid_codes(), model.codebook_sizes, self.device_)
 
     @torch.no_grad()
     def rank(self, histories: torch.Tensor, users: torch.Tensor, k: int) -> torch.Tensor:
