@@ -20,3 +20,14 @@ def mirror() -> Path:
     if not path.is_dir():
         pytest.skip(f"dataset mirror not found at {path}; set SIDBENCH_MIRROR")
     return path
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny torch models run faster on one thread, and far faster on a busy machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

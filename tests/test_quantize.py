@@ -17,14 +17,6 @@ FIXTURE_PARAMS = {"latent_dim": 8, "hidden": (32, 16), "n_levels": 3, "codebook_
                   "batch_size": 64, "seed": 3}
 
 
-@pytest.fixture
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def fixture_fit():
     """RQ-VAE fitted as the fixture was made (before the quantiser moved to bench.sid.quantize)."""

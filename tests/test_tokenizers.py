@@ -16,17 +16,6 @@ from methods.tokenizers.rqkmeans import RQKMeans
 from methods.tokenizers.rqvae import RQVAE
 
 
-@pytest.fixture
-def one_torch_thread():
-    """Tiny torch models run faster on one thread, and far faster on a busy machine."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def planted(n_per: int = 40, n_clusters: int = 6, dim: int = 12, spread: float = 0.1, seed: int = 0):
     """Vectors around ``n_clusters`` far-apart centres, and each vector's cluster."""
     rng = np.random.default_rng(seed)

@@ -90,20 +90,30 @@ class UnifiedItems(nn.Module):
                 semantic.requires_grad_(False)
         self.aux: dict[str, torch.Tensor] = {}
 
+    def _semantic(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The quantised semantic rows ``[n_items, sem_dim]`` and the quantiser's loss terms and codes."""
+        sem = self.semantic
+        if self.frozen:
+            sem.eval()
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            out = sem.quantizer(sem.encoder(self.text), balanced=False)
+            recon = (sem.decoder(out.quantised) - self.text).pow(2).mean()
+        aux = {"codebook": out.codebook_loss, "commitment": out.commitment_loss, "recon": recon, "codes": out.codes}
+        return (out.quantised.detach() if self.frozen else out.quantised), aux
+
     def table(self) -> torch.Tensor:
-        """All rows; on the way, ``aux`` gets the quantiser's loss terms and the items' codes."""
+        """All rows; on the way, ``aux`` gets the quantiser's loss terms and the items' codes. A frozen
+        quantiser's rows never change, so they are computed once (per device), not at every step."""
         parts = [] if self.ids is None else [self.ids.weight]
         if self.semantic is not None:
-            sem = self.semantic
-            if self.frozen:
-                sem.eval()
-            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
-                out = sem.quantizer(sem.encoder(self.text), balanced=False)
-                recon = (sem.decoder(out.quantised) - self.text).pow(2).mean()
-            rows = out.quantised.detach() if self.frozen else out.quantised
+            cached = getattr(self, "_frozen_rows", None)
+            if self.frozen and cached is not None and cached[0].device == self.text.device:
+                rows, self.aux = cached
+            else:
+                rows, self.aux = self._semantic()
+                if self.frozen:
+                    self._frozen_rows = (rows, self.aux)
             parts.append(torch.cat([rows, rows.new_zeros(self.n_special, rows.shape[1])]))
-            self.aux = {"codebook": out.codebook_loss, "commitment": out.commitment_loss, "recon": recon,
-                        "codes": out.codes}
         return torch.cat(parts, dim=1)
 
     def forward(self, item_ids: torch.Tensor) -> torch.Tensor:
