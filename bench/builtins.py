@@ -24,6 +24,9 @@ METHODS = {
     "unified-l2": ("methods.sid.unified:UnifiedL2", "Unified's ablation: Euclidean distance on every quantiser level"),
     "unified-cosine": ("methods.sid.unified:UnifiedCosine", "Unified's ablation: cosine distance on every quantiser level"),
     "unified-two-stage": ("methods.sid.unified:UnifiedTwoStage", "Unified's ablation: quantiser fitted first, then frozen"),
+    "letter": ("methods.sid.letter:Letter", "LETTER: text + RQ-VAE with collaborative and diversity losses + T5-style generator"),
+    "letter-rank": ("methods.sid.letter:LetterRank", "LETTER with the ranking-guided generation loss (tau 0.8)"),
+    "letter-native": ("methods.sid.letter:LetterNative", "LETTER's released Beauty SIDs (letter_native index) + T5-style generator"),
     "resid": ("methods.sid.resid:ReSID", "ReSID: FAMAE field embeddings + GAOQ + the generator at ReSID's sizes"),
 }
 READERS = {
@@ -38,6 +41,7 @@ TOKENIZERS: dict[str, tuple[str, str]] = {
     "random": ("methods.tokenizers.random_ids:RandomIDs", "Random unique SIDs, ignoring the item vectors (TIGER's ablation floor)"),
     "precomputed": ("methods.tokenizers.precomputed:Precomputed", "SIDs read from an LC-Rec style index (named or a JSON file)"),
     "rqvae": ("methods.tokenizers.rqvae:RQVAE", "TIGER's RQ-VAE: MLP autoencoder + residual quantisation, dead-code restarts"),
+    "letter": ("methods.tokenizers.letter:Letter", "LETTER: RQ-VAE (4 x 256, Sinkhorn last level) + collaborative and diversity losses"),
     "gaoq": ("methods.tokenizers.gaoq:GAOQ", "ReSID's GAOQ: balanced k-means, children matched to shared anchors (no training)"),
 }
 ENCODERS = {

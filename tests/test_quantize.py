@@ -35,7 +35,8 @@ def test_rqvae_codes_and_costs_match_the_fixture(fixture_fit):
     tok, data = fixture_fit
     np.testing.assert_array_equal(tok.codes_, data["codes"])
     assert tok.last_costs_.dtype == data["last_costs"].dtype
-    np.testing.assert_array_equal(tok.last_costs_, data["last_costs"])
+    # costs to float rounding: CPUs with other vector units sum in another order (codes stay exact)
+    np.testing.assert_allclose(tok.last_costs_, data["last_costs"], rtol=1e-4, atol=1e-6)
     assert tok.fit_info_["distance"] == ["l2"] * 3 and tok.fit_info_["assignment"] == ["nearest"] * 3
 
 

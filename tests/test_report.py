@@ -231,18 +231,11 @@ def test_tables_tex_compiles_or_is_well_formed(built, tmp_path):
 
 @pytest.fixture(scope="session")
 def chromium():
-    """Debian's chromium; installed once (as root, with apt-get) when missing, else the browser tests skip."""
-    binary = shutil.which("chromium")
-    if binary is None and hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
-        install = ["apt-get", "install", "-y", "-qq", "chromium"]
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        if subprocess.run(install, capture_output=True, env=env, timeout=900).returncode != 0:
-            subprocess.run(["apt-get", "update", "-qq"], capture_output=True, env=env, timeout=600)
-            subprocess.run(install, capture_output=True, env=env, timeout=900)
-        binary = shutil.which("chromium")
+    """A chromium (or chrome) binary on PATH, else the browser tests skip; tests never install one."""
+    binary = next((found for name in ("chromium", "chromium-browser", "google-chrome")
+                   if (found := shutil.which(name))), None)
     if binary is None:
-        pytest.skip("no `chromium` binary and it could not be installed (needs root and apt-get: "
-                    "`apt-get install -y chromium`)")
+        pytest.skip("no chromium on PATH: the browser tests need one (e.g. `apt-get install -y chromium`)")
     return binary
 
 

@@ -176,6 +176,19 @@ def check_positive(values: Mapping[str, Any], prefix: str, names: Sequence[str] 
             raise ConfigError(f"{prefix}{key}: expected {kind}, found {_shown(value)}")
 
 
+def check_numbers(values: Mapping[str, Any], prefix: str, names: Sequence[str], *, minimum: float = 0.0,
+                  inclusive: bool = False) -> None:
+    """Real-valued options (rates, loss weights) must be numbers above ``minimum`` (at least it, if ``inclusive``)."""
+    for key in names:
+        value = values.get(key)
+        if value is None:
+            continue
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or not (value >= minimum if inclusive else value > minimum):
+            bound = f"a number {'>=' if inclusive else '>'} {minimum:g}"
+            raise ConfigError(f"{prefix}{key}: expected {bound}, found {_shown(value)}")
+
+
 def _shown(value: Any) -> str:
     if isinstance(value, (tuple, list)):
         return ",".join(map(str, value)) if value else "an empty list"

@@ -42,6 +42,7 @@ from torch import nn
 
 from bench.core.device import seed_everything
 from bench.core.errors import ConfigError
+from bench.core.options import check_numbers
 from bench.core.method import FitContext
 from bench.data.protocol import Split
 from bench.nn.blocks import DecoderBlock, SequenceEncoder
@@ -68,6 +69,8 @@ class GeneratorConfig(TrainConfig):
     dropout: float = 0.1
     user_tokens: int = 0  # 0: no user token; TIGER hashes users into 2,000 tokens
     beam: int = 20
+    # LETTER's ranking-guided generation loss divides the logits by tau (1.0: plain cross-entropy)
+    tau: float = 1.0
     # ours: decode only SIDs of real items (TIGER decoded freely and reported invalid IDs)
     constrained: bool = True
     # ours: optimisation
@@ -79,6 +82,10 @@ class GeneratorConfig(TrainConfig):
     warmup_steps: int = 500
     eval_every: int = 5
     patience: int = 3  # validations, i.e. 15 epochs without improvement
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_numbers(vars(self), "", names=("tau",))
 
 
 class GeneratorOutput(NamedTuple):
@@ -101,6 +108,7 @@ class SIDGenerator(nn.Module):
         self.codebook_sizes = sizes
         self.history_len = history_len
         self.user_tokens = cfg.user_tokens
+        self.tau = float(cfg.tau)
         starts = [0, *np.cumsum(sizes).tolist()]
         self.level_ranges = list(zip(starts[:-1], starts[1:]))
         n_codes = starts[-1]
@@ -204,14 +212,16 @@ class SIDGenerator(nn.Module):
 
     def loss(self, histories: torch.Tensor, users: torch.Tensor, targets: torch.Tensor,
              return_states: bool = False) -> torch.Tensor | tuple[torch.Tensor, GeneratorOutput]:
-        """Mean cross-entropy over the L target tokens (each a softmax over its level's codes).
+        """Mean cross-entropy over the L target tokens (each a softmax over its level's codes), of the logits
+        divided by ``tau`` (LETTER's ranking-guided loss; 1.0 leaves them as they are).
 
         With ``return_states``, ``(loss, GeneratorOutput)``, so an alignment loss reuses the same pass.
         """
         out = self(histories, users, targets, return_states=return_states)
         logits = out.logits if return_states else out
         labels = self.item_tokens[targets]
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
+        scores = logits.flatten(0, 1).float()
+        loss = F.cross_entropy(scores if self.tau == 1.0 else scores / self.tau, labels.flatten())
         return (loss, out) if return_states else loss
 
     def generate(self, histories: torch.Tensor, users: torch.Tensor, trie: SIDTrie, beam: int,

@@ -102,10 +102,32 @@ def log_sid(ctx: Any, views: ItemViews, tokenizer: dict[str, Any], table: SIDTab
     ctx.extra["proxy"] = encoder_proxies(views.entries[MAIN_VIEW])
 
 
+def view_specs(cfg: Any, tokenizer_cls: type, dataset: str | None = None) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Each extra view's encoder and its parsed options, from the config's ``view_<name>`` (errors name the option)."""
+    specs = {}
+    for view in sorted(getattr(tokenizer_cls, "views", None) or {}):
+        encoder, _, options = getattr(cfg, VIEW + view).partition(":")
+        name = resolve_encoder(encoder, dataset) if dataset else encoder
+        try:
+            specs[view] = (name, parse_options(options, registry.get("encoder", name), f"encoder {name}"))
+        except ConfigError as exc:
+            raise ConfigError(f"{VIEW}{view}: {exc}") from None
+    return specs
+
+
 class SIDMethod(Method):
     """Base of every SID method; subclasses are made by ``sid_method``."""
 
     tokenizer_name: str = ""
+
+    def check_config(self) -> None:
+        """The extra views' encoders and options, and the tokenizer's own ``check_params``, before any work."""
+        tokenizer = registry.get("tokenizer", self.tokenizer_name)
+        views = view_specs(self.config, tokenizer)
+        params = {**plugin_defaults(tokenizer, "tokenizer"), **self.tokenizer_params(0)}
+        check = getattr(tokenizer, "check_params", None)
+        if callable(check):
+            check(params, views)
 
     def tokenizer_params(self, seed: int) -> dict[str, Any]:
         params = {f.name[len(TOK):]: getattr(self.config, f.name)
@@ -135,11 +157,12 @@ class SIDMethod(Method):
 
 def sid_method(name: str, encoder: str, tokenizer: str, description: str,
                tokenizer_params: dict[str, Any] | None = None,
-               generator: dict[str, Any] | None = None) -> type[SIDMethod]:
+               generator: dict[str, Any] | None = None, collisions: str = "extra-level") -> type[SIDMethod]:
     """A SID method class: ``encoder`` + ``tokenizer`` + the shared generator, with its own defaults.
 
     The smoke budget (tests) takes the generator at smoke size and the
-    encoder's and tokenizer's ``smoke_params`` class attributes, if they have any.
+    encoder's, the views' encoders' and the tokenizer's ``smoke_params``
+    class attributes, if they have any (a view's own options win).
     """
     tok_cls = registry.get("tokenizer", tokenizer)
     tok_defaults = {**plugin_defaults(tok_cls, "tokenizer"), **(tokenizer_params or {})}
@@ -148,7 +171,7 @@ def sid_method(name: str, encoder: str, tokenizer: str, description: str,
     fields: list[tuple[str, type, Any]] = [
         ("encoder", str, dataclasses.field(default=encoder)),
         ("encoder_options", str, dataclasses.field(default="")),
-        ("collisions", str, dataclasses.field(default="extra-level")),
+        ("collisions", str, dataclasses.field(default=collisions)),
     ]
     for key, value in tok_defaults.items():
         fields.append((TOK + key, Any, dataclasses.field(default=value)))
@@ -161,6 +184,12 @@ def sid_method(name: str, encoder: str, tokenizer: str, description: str,
     if encoder != "text":  # "text" is resolved per dataset at fit time
         enc_smoke = getattr(registry.get("encoder", encoder), "smoke_params", {})
         smoke["encoder_options"] = ";".join(f"{k}={v}" for k, v in enc_smoke.items())
+    for view, spec in sorted(getattr(tok_cls, "views", {}).items()):
+        view_encoder, _, options = spec.partition(":")
+        if view_encoder != "text":
+            given = dict(pair.split("=", 1) for pair in options.split(";") if pair)
+            view_smoke = {**getattr(registry.get("encoder", view_encoder), "smoke_params", {}), **given}
+            smoke[VIEW + view] = view_encoder + ":" + ";".join(f"{k}={v}" for k, v in view_smoke.items())
     return type(_camel(name), (SIDMethod,), {
         "__doc__": description, "Config": config, "tokenizer_name": tokenizer,
         "budgets": {"default": {}, "smoke": smoke}, "__module__": __name__,

@@ -65,6 +65,15 @@ def _sizes(codebook_size: int | Sequence[int], n_levels: int) -> list[int]:
     return sizes
 
 
+def standardise(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``((x - mean) / scale, mean, scale)``: centred columns divided by one overall RMS (so the geometry is
+    kept and a reconstruction MSE is scale-free); the quantiser tokenizers' input normalisation."""
+    mean = x.mean(0)
+    x = x - mean
+    scale = x.pow(2).mean().sqrt().clamp_min(1e-12)
+    return x / scale, mean, scale
+
+
 @torch.no_grad()
 def sinkhorn_codes(distances: torch.Tensor, epsilon: float = 0.003, iterations: int = 50) -> torch.Tensor:
     """Balanced codes ``[n]`` for a batch's distances ``[n, K]``, as LETTER's code assigns them.
@@ -104,8 +113,11 @@ class ResidualQuantizer(nn.Module):
 
     def __init__(self, n_levels: int, codebook_size: int | Sequence[int], dim: int,
                  distance: str | Sequence[str] = "l2", assignment: str | Sequence[str] = "nearest",
-                 sinkhorn_epsilon: float = 0.003, sinkhorn_iterations: int = 50):
+                 sinkhorn_epsilon: float = 0.003, sinkhorn_iterations: int = 50, detach_residuals: bool = False):
         super().__init__()
+        # True: levels after the first see their residual without gradient, so only the first level's
+        # commitment term reaches the encoder (LETTER's code, whose per-level straight-through makes it so)
+        self.detach_residuals = detach_residuals
         self.n_levels = n_levels
         self.codebook_sizes = _sizes(codebook_size, n_levels)
         self.dim = dim
@@ -146,7 +158,7 @@ class ResidualQuantizer(nn.Module):
             codebook_loss = codebook_loss + (chosen - residual.detach()).pow(2).mean()
             commitment_loss = commitment_loss + (residual - chosen.detach()).pow(2).mean()
             total = total + chosen.detach()
-            residual = residual - chosen.detach()
+            residual = (residual - chosen).detach() if self.detach_residuals else residual - chosen.detach()
             codes.append(idx)
             codewords.append(chosen)
         quantised = latent + (total - latent).detach()  # straight-through: a decoder's gradient reaches the input
@@ -230,14 +242,16 @@ def train_quantizer(
     generator: torch.Generator,
     weight_decay: float = 0.0,
     beta: float = 0.25,
+    rq_weight: float = 1.0,
     restart_every: int = 1,
     extra_loss: Callable[[torch.Tensor, torch.Tensor, QuantizerOutput], torch.Tensor] | None = None,
     on_epoch: Callable[[int], None] | None = None,
     cuda_graph: bool = True,
     name: str = "quantizer",
 ) -> QuantizerTraining:
-    """Train ``model`` on the rows of ``x`` (on its device) with reconstruction MSE + codebook + ``beta`` *
-    commitment loss, plus ``extra_loss(batch_index, x_batch, output)`` if given.
+    """Train ``model`` on the rows of ``x`` (on its device) with reconstruction MSE + ``rq_weight`` *
+    (codebook + ``beta`` * commitment loss, each summed over levels), plus ``extra_loss(batch_index, x_batch,
+    output)`` if given (``rq_weight = 1 / n_levels`` averages the levels, as LETTER does).
 
     ``model(x_batch)`` returns a ``QuantizerOutput`` with ``reconstruction``
     set, and ``model.quantizer`` is its ``ResidualQuantizer``. Each epoch is a
@@ -274,7 +288,7 @@ def train_quantizer(
         xb = x[batch_index]
         out = model(xb)
         recon = (out.reconstruction - xb).pow(2).mean()
-        loss = recon + out.codebook_loss + beta * out.commitment_loss
+        loss = recon + rq_weight * out.codebook_loss + rq_weight * beta * out.commitment_loss
         extra = recon.new_zeros(())
         if extra_loss is not None:
             extra = extra_loss(batch_index, xb, out)

@@ -28,7 +28,8 @@ LETTER's ``{"collab": "sasrec-emb:dim=32"}``) gives ``fit(..., views=ItemViews)`
 ``fit(..., split=Split)``. A tokenizer with learned weights exposes them as
 ``get_state() -> {name: array}`` and takes them back with ``set_state``; the
 stage cache stores that state next to the codes, so a joint method can
-warm-start from a cache hit.
+warm-start from a cache hit. ``check_params(params, views)`` (a classmethod)
+rejects bad values before anything trains.
 """
 
 from __future__ import annotations
@@ -71,6 +72,11 @@ class Tokenizer(Plugin):
 
     def fit(self, item_vectors: np.ndarray, dataset: Any = None, **inputs: Any) -> "Tokenizer":
         raise NotImplementedError
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any], views: dict[str, tuple[str, dict[str, Any]]]) -> None:
+        """Reject parameter values the types allow but the tokenizer does not, before any work (raise
+        ``ConfigError``); ``views`` gives each extra view's encoder name and the options set for it."""
 
     def get_state(self) -> dict[str, np.ndarray] | None:
         """Learned weights as named arrays (None: nothing beyond the codes is learned)."""

@@ -4,7 +4,8 @@
 codebook initialisation) share: k-means++ seeding and Lloyd iterations on
 BLAS matrix products, which on 12k x 384 is several times faster than
 scikit-learn's greedy k-means++ for 256 clusters. ``item_matrix`` checks a
-tokenizer's input vectors.
+tokenizer's input vectors. ``balanced_kmeans`` is LETTER's size-constrained
+k-means, batched on torch tensors so that it runs on the GPU every epoch.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 
 from bench.core.errors import ConfigError
 from bench.sid.tokenizer import group_means
@@ -90,3 +92,56 @@ def item_matrix(item_vectors: Any, who: str) -> np.ndarray:
         raise ConfigError(f"{who} needs item vectors [n_items, dim>0], found shape {vectors.shape}; "
                           f"pick an encoder that produces vectors (e.g. text-tfidf)")
     return vectors
+
+
+def balanced_labels(costs: torch.Tensor, size_min: int, size_max: int, rounds: int = 40) -> torch.Tensor:
+    """Labels ``[B, n]`` for costs ``[B, n, k]`` with cluster sizes pushed into ``[size_min, size_max]``.
+
+    Each point takes its cheapest cluster after adding a price per cluster;
+    ``rounds`` decaying dual steps raise the price of clusters above
+    ``size_max`` and lower it for those below ``size_min``, in proportion to
+    the excess. A stand-in for the min-cost-flow assignment of constrained
+    k-means: sizes can miss the bounds by a few (the caller counts that), but
+    it has fixed shapes and never synchronises, so a CUDA graph can replay it.
+    """
+    batch, n, k = costs.shape
+    spread = (costs.amax(2) - costs.amin(2)).mean(1, keepdim=True)  # [B, 1]: a typical cost range
+    prices = costs.new_zeros(batch, k)
+    ones = costs.new_ones(batch, n)
+    for t in range(rounds):
+        labels = (costs + prices[:, None, :]).argmin(2)
+        counts = costs.new_zeros(batch, k).scatter_add_(1, labels, ones)
+        excess = (counts - size_max).clamp_min(0) - (size_min - counts).clamp_min(0)
+        prices = prices + spread * (0.3 * 0.93 ** t) * excess * (k / n)
+    return (costs + prices[:, None, :]).argmin(2)
+
+
+def balanced_kmeans(x: torch.Tensor, k: int, size_min: int, size_max: int, noise: torch.Tensor,
+                    iters: int = 10) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Size-constrained k-means of each of ``B`` point sets ``x [B, n, d]``, ``R`` starts each, on x's device.
+
+    ``noise [B * R, n]`` (uniform, drawn by the caller) picks each start's
+    ``k`` initial centres; then ``iters`` Lloyd steps whose assignment is
+    ``balanced_labels``. Returns the start of least inertia per set:
+    ``(centres [B, k, d], labels [B, n], counts [B, k])``. Fixed shapes, no
+    synchronisation (a CUDA graph can replay it).
+    """
+    batch, _, dim = x.shape
+    starts = len(noise) // batch
+    xr = x.repeat_interleave(starts, 0)  # [B * R, n, d]
+    centres = torch.gather(xr, 1, noise.argsort(1)[:, :k, None].expand(-1, -1, dim))
+
+    def costs_of(c: torch.Tensor) -> torch.Tensor:
+        return (xr.pow(2).sum(2, keepdim=True) - 2 * xr @ c.transpose(1, 2) + c.pow(2).sum(2)[:, None, :]).clamp_min(0)
+
+    for _ in range(iters):
+        labels = balanced_labels(costs_of(centres), size_min, size_max)
+        counts = xr.new_zeros(len(xr), k).scatter_add_(1, labels, xr.new_ones(labels.shape))
+        sums = xr.new_zeros(len(xr), k, dim).scatter_add_(1, labels[..., None].expand(-1, -1, dim), xr)
+        centres = torch.where(counts[..., None] > 0, sums / counts.clamp_min(1)[..., None], centres)
+    costs = costs_of(centres)
+    labels = balanced_labels(costs, size_min, size_max)
+    inertia = costs.gather(2, labels[..., None]).squeeze(2).sum(1).view(batch, starts)
+    best = inertia.argmin(1) + torch.arange(batch, device=x.device) * starts
+    counts = xr.new_zeros(len(xr), k).scatter_add_(1, labels, xr.new_ones(labels.shape))
+    return centres[best], labels[best], counts[best]

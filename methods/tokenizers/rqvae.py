@@ -46,6 +46,7 @@ from bench.sid.quantize import (
     QuantizerOutput,
     ResidualQuantizer,
     per_level,
+    standardise,
     train_quantizer,
 )
 from bench.sid.tokenizer import Tokenizer
@@ -67,11 +68,12 @@ class RQVAEModel(nn.Module):
     """The autoencoder around its residual quantiser."""
 
     def __init__(self, in_dim: int, hidden: list[int], latent_dim: int, n_levels: int, codebook_size: int,
-                 distance: list[str], assignment: list[str]):
+                 distance: list[str], assignment: list[str], **quantizer_options: Any):
         super().__init__()
         self.encoder = _mlp([in_dim, *hidden, latent_dim])
         self.decoder = _mlp([latent_dim, *reversed(hidden), in_dim])
-        self.quantizer = ResidualQuantizer(n_levels, codebook_size, latent_dim, distance, assignment)
+        self.quantizer = ResidualQuantizer(n_levels, codebook_size, latent_dim, distance, assignment,
+                                           **quantizer_options)
 
     def forward(self, x: torch.Tensor) -> QuantizerOutput:
         out = self.quantizer(self.encoder(x))
@@ -83,6 +85,7 @@ class RQVAE(Tokenizer):
     """TIGER's RQ-VAE: MLP autoencoder + residual quantisation (3 x 256 codes of dim 32), trained with restarts."""
 
     smoke_params = {"epochs": 30}  # the smoke budget (tests): seconds on a CPU
+    who = "rqvae"  # the name errors give
 
     def __init__(self, latent_dim: int = 32, hidden: tuple[int, ...] = (512, 256, 128), n_levels: int = 3,
                  codebook_size: int = 256, beta: float = 0.25, epochs: int = 6000, batch_size: int = 1024,
@@ -131,11 +134,7 @@ class RQVAE(Tokenizer):
         distance, assignment = self._levels()  # bad options fail before any work
         vectors = item_matrix(item_vectors, "rqvae")
         device = torch.device(self.device)
-        x = torch.from_numpy(vectors).to(device)
-        mean = x.mean(0)
-        x = x - mean
-        scale = x.pow(2).mean().sqrt().clamp_min(1e-12)
-        x = x / scale
+        x, mean, scale = standardise(torch.from_numpy(vectors).to(device))
         levels, size = self.n_levels, self.codebook_size
 
         model = self._build(x.shape[1]).to(device)
@@ -182,7 +181,7 @@ class RQVAE(Tokenizer):
         """The fitted model's weights (``model.*``) and the input normalisation (``input_mean``, ``input_scale``),
         as arrays a stage cache can store; ``set_state`` on a tokenizer with the same parameters restores them."""
         if not hasattr(self, "model_"):
-            raise ConfigError("rqvae: get_state() needs a fitted tokenizer; call fit() or set_state() first")
+            raise ConfigError(f"{self.who}: get_state() needs a fitted tokenizer; call fit() or set_state() first")
         state = {f"model.{name}": value.detach().cpu().numpy().copy()
                  for name, value in self.model_.state_dict().items()}
         state["input_mean"] = np.asarray(self.input_mean_, dtype=np.float32).copy()
@@ -193,7 +192,7 @@ class RQVAE(Tokenizer):
         """Restore what ``get_state`` returned (codes are not part of it: ``encode(item_vectors)`` recomputes them)."""
         missing = {"input_mean", "input_scale"} - set(state)
         if missing:
-            raise ConfigError(f"rqvae: set_state needs the arrays input_mean and input_scale (as get_state() "
+            raise ConfigError(f"{self.who}: set_state needs the arrays input_mean and input_scale (as get_state() "
                               f"returns them), found {sorted(state)}")
         model = self._build(len(state["input_mean"]))
         weights = {name[len("model."):]: torch.from_numpy(np.asarray(value))
@@ -201,7 +200,7 @@ class RQVAE(Tokenizer):
         try:
             model.load_state_dict(weights)
         except RuntimeError as exc:
-            raise ConfigError(f"rqvae: the state does not fit this tokenizer's parameters "
+            raise ConfigError(f"{self.who}: the state does not fit this tokenizer's parameters "
                               f"({self.get_params()}); make it with the same parameters. {exc}") from None
         self.model_ = model
         self.input_mean_ = np.asarray(state["input_mean"], dtype=np.float32)
@@ -216,10 +215,10 @@ class RQVAE(Tokenizer):
         if item_vectors is None:
             return self.codes_
         if not hasattr(self, "model_"):
-            raise ConfigError("rqvae: encode(item_vectors) needs a fitted tokenizer; call fit() or set_state() first")
-        vectors = item_matrix(item_vectors, "rqvae")
+            raise ConfigError(f"{self.who}: encode(item_vectors) needs a fitted tokenizer; call fit() or set_state() first")
+        vectors = item_matrix(item_vectors, self.who)
         if vectors.shape[1] != len(self.input_mean_):
-            raise ConfigError(f"rqvae: encode expected vectors of dimension {len(self.input_mean_)} (as fitted), "
+            raise ConfigError(f"{self.who}: encode expected vectors of dimension {len(self.input_mean_)} (as fitted), "
                               f"found {vectors.shape[1]}")
         device = torch.device(self.device)
         model = self.model_.to(device).eval()
