@@ -23,7 +23,7 @@ pipeline sets it). Stochastic tokenizers take ``seed``.
 Tokenizers that learn with more than one kind of item vector, or from the
 training sequences, say so in class attributes, and ``fit`` then receives them
 as keyword arguments: ``views`` (``{view name: default encoder}``, e.g.
-LETTER's ``{"collab": "sasrec-emb:dim=32"}``) gives ``fit(..., views=ItemViews)``
+LETTER's ``{"collab": "sasrec-emb:d_model=32"}``) gives ``fit(..., views=ItemViews)``
 (the main vectors are ``views.main``), ``reads_sequences = True`` gives
 ``fit(..., split=Split)``. A tokenizer with learned weights exposes them as
 ``get_state() -> {name: array}`` and takes them back with ``set_state``; the
