@@ -18,6 +18,7 @@ from scipy import stats as scipy_stats
 from bench.cli import main
 from bench.report import load, sections
 
+H20, H5 = "history 20, budget smoke", "history 5, budget smoke"  # the tables' labels: the runs use the smoke budget
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--hide-scrollbars"]
@@ -25,16 +26,15 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """pop and sasrec (smoke budget cut to 2 epochs of large batches: fast) x seeds 0,1; a failed seed 2 of
-    sasrec; pop at history 5 in a second folder."""
+    """pop and sasrec (smoke budget) x seeds 0,1; a failed seed 2 of sasrec; pop at history 5 in a second folder."""
     root = tmp_path_factory.mktemp("runs")
     main_runs, other = root / "main", root / "history5"
     assert main(["run", "--methods", "pop,sasrec", "--dataset", "synthetic", "--budget", "smoke", "--seeds", "0,1",
-                 "--set", "sasrec.epochs=2", "--set", "sasrec.batch_size=256", "--out", str(main_runs), "--quiet"]) == 0
+                 "--out", str(main_runs), "--quiet"]) == 0
     assert main(["run", "--methods", "pop", "--dataset", "synthetic", "--budget", "smoke",
                  "--protocol", "history_len=5", "--out", str(other), "--quiet"]) == 0
     record = json.loads((main_runs / "synthetic" / "sasrec" / "seed0" / "result.json").read_text())
-    failure = {k: record[k] for k in ("method", "method_class", "budget", "config", "dataset", "protocol",
+    failure = {k: record[k] for k in ("method", "method_class", "budget", "variant", "config", "dataset", "protocol",
                                       "environment", "command", "rerun")}
     failure.update(seed=2, status="failed", error="RuntimeError: CUDA out of memory (a fake failure)",
                    traceback="Traceback (most recent call last):\n  ...\nRuntimeError: CUDA out of memory",
@@ -75,8 +75,7 @@ def test_results_csv_has_one_row_per_run_metric_and_the_failure(built):
     # history 20: pop, sasrec x 2 seeds; history 5: pop x 1 seed; 7 metrics x 2 splits each
     assert len(ok) == (4 + 1) * 7 * 2
     assert {(r["protocol"], r["method"], r["seed"]) for r in ok} == {
-        ("history 20", "pop", "0"), ("history 20", "pop", "1"), ("history 20", "sasrec", "0"),
-        ("history 20", "sasrec", "1"), ("history 5", "pop", "0")}
+        (H20, "pop", "0"), (H20, "pop", "1"), (H20, "sasrec", "0"), (H20, "sasrec", "1"), (H5, "pop", "0")}
     assert [(r["method"], r["seed"], r["status"]) for r in rows if r["status"] != "ok"] == [("sasrec", "2", "failed")]
     assert all(float(r["value"]) >= 0 for r in ok)
 
@@ -102,7 +101,7 @@ def test_html_shows_the_failed_run_missing_seeds_and_the_tests(runs, built):
 def test_protocols_and_groups_get_their_own_tables(runs):
     found, _ = load.collect_runs([runs[0], runs[1]])
     labels = sorted(t.label for t in sections.make_tables(found))
-    assert labels == ["history 20", "history 5"]
+    assert labels == [H20, H5]
 
 
 def test_no_runs_and_a_missing_baseline_are_clear_errors(runs, tmp_path, capsys):
@@ -164,16 +163,16 @@ def test_sid_diagnostics_proxy_and_tokenizer_time_are_rendered_generically(runs,
     assert html.count('title="1 of 2 runs shared the GPU"') == 1 and "their times are upper bounds" in html
     assert "fp32: sid-a; fp32 (default, not recorded): sid-c; tf32: sid-b" in html
     assert "off: sid-a, sid-c; reduce-overhead: sid-b" in html
-    assert (out / "plots" / "synthetic-history-20-levels.svg").is_file()
-    assert (out / "plots" / "synthetic-history-20-quality-vs-time.png").is_file()
+    assert (out / "plots" / "synthetic-history-20-budget-smoke-levels.svg").is_file()
+    assert (out / "plots" / "synthetic-history-20-budget-smoke-quality-vs-time.png").is_file()
     tex = (out / "tables.tex").read_text()
     assert r"conditional\_entropy\_bits" in tex and r"collision\_rate" in tex
     _check_tex_structure(tex)
 
 
 def test_report_modules_import_only_downward():
-    """load <- sections <- plots, render <- build (stats and summary below them all): no module imports a later one."""
-    rank = {"stats": 0, "summary": 1, "load": 1, "sections": 2, "plots": 3, "render": 3, "build": 4}
+    """stats <- load <- summary <- sections <- plots, render <- build: no module imports a later one."""
+    rank = {"stats": 0, "load": 1, "summary": 2, "sections": 3, "plots": 4, "render": 4, "build": 5}
     folder = Path(sections.__file__).parent
     assert {p.stem for p in folder.glob("*.py")} - {"__init__"} == set(rank)
     upward = []
@@ -282,7 +281,7 @@ def test_page_loads_without_errors_in_headless_chromium(chromium, built, tmp_pat
     dom.feed(result.stdout)
     assert dom.root.get("data-loaded") == "1", "the page's load handler did not run"
     assert not dom.root.get("data-errors"), dom.root.get("data-errors")
-    assert dom.tables == {"synthetic-history-20": ["pop", "sasrec"], "synthetic-history-5": ["pop"]}
+    assert dom.tables == {"synthetic-history-20-budget-smoke": ["pop", "sasrec"], "synthetic-history-5-budget-smoke": ["pop"]}
 
     shot = tmp_path / "shot.png"
     result = _browse(chromium, built / "index.html", tmp_path, f"--screenshot={shot}", "--window-size=1400,2000")

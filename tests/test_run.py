@@ -47,8 +47,11 @@ def test_identical_run_is_reused_unless_forced(tmp_path):
     assert path.stat().st_mtime_ns == before
     assert run(tmp_path, "--force") == 0
     assert path.stat().st_mtime_ns != before
-    assert run(tmp_path, "--protocol", "history_len=5") == 0  # a different protocol is a new run
-    assert json.loads(path.read_text())["protocol"]["history_len"] == 5
+    assert run(tmp_path, "--protocol", "history_len=5") == 0  # another variant: stored beside, never over it
+    assert json.loads(path.read_text())["protocol"]["history_len"] == 20
+    beside = list((tmp_path / "synthetic" / "pop").glob("seed0~*/result.json"))
+    assert len(beside) == 1 and json.loads(beside[0].read_text())["protocol"]["history_len"] == 5
+    assert not list(tmp_path.rglob("*.replaced")) and not list(tmp_path.rglob(".claim"))
 
 
 @registry.register("method", "test-exploding")

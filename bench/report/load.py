@@ -33,7 +33,21 @@ class Run:
 
     @property
     def method(self) -> str:
-        return str(self.record.get("method") or self.folder.parent.name)
+        """The method's name, with the options the run was asked for (``tiger [epochs=50]``): runs of one method
+        with other options are other rows."""
+        name = str(self.record.get("method") or self.folder.parent.name)
+        overrides = (self.record.get("variant") or {}).get("overrides") or {}
+        return f"{name} [{', '.join(f'{k}={v}' for k, v in sorted(overrides.items()))}]" if overrides else name
+
+    @property
+    def budget(self) -> str:
+        """The budget asked for (``default`` covers the ``small`` one it picks on small datasets): runs of other
+        budgets never share a table or a test."""
+        variant = self.record.get("variant")
+        if isinstance(variant, dict) and variant.get("budget"):
+            return str(variant["budget"])
+        budget = str(self.record.get("budget") or "default")
+        return "default" if budget == "small" else budget
 
     @property
     def seed(self) -> int:
@@ -106,7 +120,7 @@ def collect_runs(roots: Sequence[Path]) -> tuple[list[Run], list[Run]]:
     used: dict[tuple, Run] = {}
     duplicates: list[Run] = []
     for run in found:
-        key = (run.group, run.dataset, protocol_key(run.protocol), run.method, run.seed)
+        key = (run.group, run.dataset, protocol_key(run.protocol), run.budget, run.method, run.seed)
         if key not in used:
             used[key] = run
         elif run.ok and not used[key].ok:

@@ -81,12 +81,17 @@ class Table:
 
 
 def make_tables(runs: list[Run]) -> list[Table]:
-    grouped: dict[tuple[str, str, str], list[Run]] = defaultdict(list)
+    """One table per dataset, runs group, protocol and budget: runs of other protocols or budgets never share one."""
+    grouped: dict[tuple[str, str, str, str], list[Run]] = defaultdict(list)
     for run in runs:
-        grouped[(run.dataset, run.group, protocol_key(run.protocol))].append(run)
-    labels = _protocol_labels({key: json.loads(key) for _, _, key in grouped})
-    tables = [Table(ds, group, json.loads(key), labels[key], sorted(rs, key=lambda r: (r.method, r.seed)))
-              for (ds, group, key), rs in grouped.items()]
+        grouped[(run.dataset, run.group, protocol_key(run.protocol), run.budget)].append(run)
+    labels = _protocol_labels({key: json.loads(key) for _, _, key, _ in grouped})
+
+    def label(key: str, budget: str) -> str:
+        return labels[key] if budget == "default" else f"{labels[key]}, budget {budget}"
+
+    tables = [Table(ds, group, json.loads(key), label(key, budget), sorted(rs, key=lambda r: (r.method, r.seed)))
+              for (ds, group, key, budget), rs in grouped.items()]
     tables.sort(key=lambda t: (t.dataset, t.group, t.label))
     used: set[str] = set()
     for table in tables:

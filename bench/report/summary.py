@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.report.load import Run
 from bench.report.stats import delta_percent
 from bench.run.records import load_records
 
@@ -31,24 +32,27 @@ def protocol_label(protocol: dict[str, Any]) -> str:
 
 
 def summarize(runs: Path) -> str:
-    """Markdown tables of every result under ``runs``, one per dataset."""
+    """Markdown tables of every result under ``runs``, one per dataset, protocol and budget (never mixed)."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     failures = []
     for record in load_records(runs):
         if record.get("status") != "ok":
             failures.append(record)
             continue
-        groups[(record["dataset"]["name"], record["method"])].append(record)
+        run = Run(record, Path(runs), Path(record.pop("_folder")), "")
+        budget = "" if run.budget == "default" else f", budget {run.budget}"
+        groups[(f"{run.dataset} ({protocol_label(record['protocol'])}{budget})", run.method)].append(record)
     refs = {(r["dataset"], r["method"], r["metric"]): r for r in load_references()}
     lines: list[str] = []
-    for dataset in sorted({d for d, _ in groups}):
-        lines += [f"### {dataset}", "",
+    for table in sorted({t for t, _ in groups}):
+        lines += [f"### {table}", "",
                   "| method | seeds | " + " | ".join(METRICS) + " | fit s (mean) | best epoch |",
                   "|---|---|" + "---|" * len(METRICS) + "---|---|"]
         deltas = []
-        for (ds, method), recs in sorted(groups.items()):
-            if ds != dataset:
+        for (name, method), recs in sorted(groups.items()):
+            if name != table:
                 continue
+            ds = recs[0]["dataset"]["name"]
             cells = []
             for metric in METRICS:
                 values = np.array([r["metrics"]["test"][metric] for r in recs])

@@ -3,6 +3,15 @@
 ``OUT/DATASET/METHOD/seedK/result.json`` plus ``per_user.npz`` (test metrics per
 user, for significance tests). ``result.json`` is written last, so a folder
 without it holds no result. A failed run writes ``failure.json`` instead.
+
+Storage rules: a run's *variant* (the budget, options, protocol options,
+precision and compile setting it was asked for) picks its folder. The first
+variant of a method and seed takes ``seedK``; another variant never replaces
+it but goes to ``seedK~VARIANT``. A re-run of the same variant (e.g. after
+the code changed) replaces the result in place, but first moves the old one
+aside (``*.replaced``), so an interrupted re-run leaves no stale result that
+looks current. A ``.claim`` file, made atomically, keeps two processes from
+writing one folder at once.
 """
 
 from __future__ import annotations
@@ -12,12 +21,14 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bench.core.errors import ConfigError
 from bench.core.io import atomic_write_json, atomic_write_npz
 
 RESULT = "result.json"
@@ -32,9 +43,108 @@ PER_USER = "per_user.npz"
 PACKAGES = ("sidbench", "torch", "numpy", "scipy", "pandas", "scikit-learn", "sentence-transformers")
 
 
+CLAIM = ".claim"
+
+
+REPLACED = ".replaced"  # suffix of a result moved aside while a re-run replaces it
+
+
 def run_dir(out: Path, dataset: str, method: str, seed: int) -> Path:
     safe = method.replace("/", "_").replace(":", "-").replace("+", "_")
     return Path(out) / dataset / safe / f"seed{seed}"
+
+
+def _variant_of(folder: Path) -> str | None:
+    """The variant id of what ``folder`` holds (a record or a claim); None if empty or recorded before variants."""
+    for name in (RESULT, FAILURE, CLAIM):
+        path = folder / name
+        if path.is_file():
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            variant = data.get("variant")
+            return variant.get("id") if isinstance(variant, dict) else data.get("variant_id")
+    return None
+
+
+def variant_dir(out: Path, dataset: str, method: str, seed: int, variant: str) -> Path:
+    """The folder for a run of ``variant``: ``seedK`` unless it holds another variant's run, then ``seedK~VARIANT``."""
+    plain = run_dir(out, dataset, method, seed)
+    held = _variant_of(plain)
+    if held is None or held == variant:
+        return plain
+    return plain.with_name(f"{plain.name}~{variant}")
+
+
+class Claim:
+    """An exclusive claim on a run folder while a process writes it (``with Claim(folder, variant):``).
+
+    Made with ``O_EXCL``, so of two processes only one gets it; the other gets
+    a ``ConfigError`` naming the holder. A claim whose process is gone (same
+    host) is taken over.
+    """
+
+    def __init__(self, folder: Path, variant: str):
+        self.path = Path(folder) / CLAIM
+        self.variant = variant
+
+    def __enter__(self) -> "Claim":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        body = json.dumps({"pid": os.getpid(), "host": platform.node(), "variant_id": self.variant,
+                           "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}).encode()
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is not None:
+                    raise ConfigError(f"{self.path.parent} is being written by process {holder['pid']} on "
+                                      f"{holder['host']} (since {holder.get('started')}); wait for it, or use another "
+                                      f"--out (remove {self.path} if that process is gone)") from None
+                self.path.unlink(missing_ok=True)  # its process is gone: take the folder over
+                continue
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(body)
+            return self
+        raise ConfigError(f"could not claim {self.path.parent}: another process keeps claiming it")
+
+    def _holder(self) -> dict[str, Any] | None:
+        """The live process holding the claim, or None when the claim is stale."""
+        try:
+            holder = json.loads(self.path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        if holder.get("host") != platform.node():
+            return holder  # another machine's process: assume it is alive
+        try:
+            os.kill(int(holder["pid"]), 0)
+        except (ProcessLookupError, ValueError, KeyError):
+            return None
+        except PermissionError:
+            return holder
+        return holder
+
+    def __exit__(self, *exc: Any) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def set_aside(folder: Path) -> list[Path]:
+    """Move an earlier result out of the way of a re-run (``result.json.replaced``...), so that an interrupted
+    re-run leaves no result that looks current; returns where they went."""
+    moved = []
+    for name in (RESULT, PER_USER, FAILURE):
+        path = folder / name
+        if path.is_file():
+            target = path.with_name(name + REPLACED)
+            os.replace(path, target)
+            moved.append(target)
+    return moved
+
+
+def drop_replaced(folder: Path) -> None:
+    for name in (RESULT, PER_USER, FAILURE):
+        (folder / (name + REPLACED)).unlink(missing_ok=True)
 
 
 def finished(folder: Path, key: str) -> dict[str, Any] | None:
@@ -121,7 +231,11 @@ def load_records(out: Path) -> list[dict[str, Any]]:
     for path in sorted(Path(out).rglob("*.json")):
         if path.name not in (RESULT, FAILURE):
             continue
-        record = json.loads(path.read_text())
+        try:
+            record = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path} is not valid JSON ({exc}); it is not a result sidbench wrote whole: "
+                              f"move it away, or re-run that method and seed") from None
         record["_folder"] = str(path.parent)
         records.append(record)
     return records

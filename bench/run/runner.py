@@ -8,6 +8,7 @@ import logging
 import multiprocessing
 import os
 import shlex
+import signal
 import sys
 import time
 import traceback
@@ -99,6 +100,38 @@ def check_method(name: str, cls: type, config: Any, dataset: str) -> None:
         parse_value(config.collisions, "", f"method {name} collisions", choices=COLLISION_METHODS)
 
 
+def check_out(out: Path) -> None:
+    """``--out`` must be a folder, or a path where one can be made; checked before anything trains."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: expected a folder for the results, found a file; name a folder "
+                          f"(it is made if missing)")
+    parent = next((p for p in [out, *out.parents] if p.exists()), None)
+    if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise ConfigError(f"--out {out}: expected a folder that can be written, but {parent} cannot be written to; "
+                          f"pick another --out")
+
+
+def check_history(dataset: Dataset, protocol: Protocol) -> None:
+    """A history longer than the longest sequence only pads (and can exhaust memory): refused before training."""
+    longest = max((len(s) for s in dataset.sequences), default=0)
+    if protocol.history_len > longest:
+        raise ConfigError(f"--protocol history_len={protocol.history_len} is longer than {dataset.name}'s longest "
+                          f"sequence ({longest} items), so it would only add padding; use at most {longest}")
+
+
+def script_plugins(cls: type, config: Any, dataset: str) -> list[str]:
+    """The plugins of a run defined in a script or notebook (module ``__main__``): a shell cannot re-run it alone."""
+    from bench.sid.pipeline import resolve_encoder
+
+    objects = [cls]
+    if tokenizer := getattr(cls, "tokenizer_name", ""):
+        objects.append(registry.get("tokenizer", tokenizer))
+    if isinstance(encoder := getattr(config, "encoder", None), str):
+        objects.append(registry.get("encoder", resolve_encoder(encoder, dataset)))
+    return [f"{o.__qualname__}" for o in objects if o.__module__ in ("__main__", "__mp_main__")]
+
+
 def check_compile(backend: str | None) -> None:
     """``--compile`` names a torch.compile backend or one of inductor's modes (:data:`bench.train.COMPILE_MODES`)."""
     if backend is None or backend in COMPILE_MODES:
@@ -139,6 +172,24 @@ def _run_task(run: "BenchmarkRun", threads: int) -> "RunOutcome":
     except SidbenchError as exc:
         folder = records.run_dir(run.out, run.dataset, run.methods[0], run.seeds[0])
         return RunOutcome(run.methods[0], run.seeds[0], folder, error=f"{type(exc).__name__}: {exc}")
+
+
+def _ignore_sigint() -> None:
+    """Workers leave Ctrl-C to the parent, which stops them all (a worker dying on its own could hang the pool)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Terminate every worker of ``pool`` now (then kill what is left): nothing keeps running after Ctrl-C."""
+    workers = list((getattr(pool, "_processes", None) or {}).values())
+    for worker in workers:
+        worker.terminate()
+    for worker in workers:
+        worker.join(timeout=10)
+        if worker.is_alive():
+            worker.kill()
+            worker.join(timeout=5)
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _method_class(name: str) -> type:
@@ -186,6 +237,7 @@ class BenchmarkRun:
         data is prepared or anything trains: a bad value for the last method fails at once and writes nothing.
         Returns the method classes and each method's overrides."""
         check_seeds(self.seeds)
+        check_out(self.out)
         apply_precision(self.precision, resolve_device(self.device))
         check_compile(self.compile)
         classes = {m: _method_class(m) for m in self.methods}
@@ -205,12 +257,14 @@ class BenchmarkRun:
         """Small models leave a GPU mostly idle: run (method, seed) pairs side by side in processes."""
         classes, per_method = self.check()  # bad names and values fail before any worker starts
         dataset = load_dataset(self.dataset)  # prepare once, so workers only read the cache
+        check_history(dataset, Protocol.from_options(dataset.protocol_defaults, self.protocol_overrides))
         for m in self.methods:  # the budgets a small dataset picks, checked too
             self._config(m, classes[m], resolve_budget(classes[m], self.budget, dataset.n_users), per_method[m],
                          dataset.name)
         tasks = [(m, s) for m in self.methods for s in self.seeds]
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=self.jobs, mp_context=context) as pool:
+        pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=context, initializer=_ignore_sigint)
+        try:
             threads = max(1, (os.cpu_count() or 1) // self.jobs)
             futures = [
                 pool.submit(_run_task, dataclasses.replace(
@@ -219,7 +273,12 @@ class BenchmarkRun:
                 ), threads)
                 for m, s in tasks
             ]
-            return [f.result() for f in futures]
+            outcomes = [f.result() for f in futures]
+        except BaseException:  # Ctrl-C (or anything else): stop every worker before giving up
+            _stop_workers(pool)
+            raise
+        pool.shutdown(wait=True)
+        return outcomes
 
     def _execute_serial(self) -> list[RunOutcome]:
         device = resolve_device(self.device)
@@ -229,6 +288,7 @@ class BenchmarkRun:
         budgets = {m: resolve_budget(classes[m], self.budget, dataset.n_users) for m in self.methods}
         configs = {m: self._config(m, classes[m], budgets[m], per_method[m], dataset.name) for m in self.methods}
         protocol = Protocol.from_options(dataset.protocol_defaults, self.protocol_overrides)
+        check_history(dataset, protocol)
         split = Split(dataset, protocol)
         prepare_s = round(time.perf_counter() - start, 3)
         outcomes = []
@@ -238,9 +298,18 @@ class BenchmarkRun:
                                               per_method[method], seed, dataset, split, device, prepare_s))
         return outcomes
 
+    def variant(self, method: str, overrides: dict[str, Any]) -> dict[str, Any]:
+        """What the user asked for beyond the method's name and seed (budget, options, protocol options, precision,
+        compile), with a short id: runs of different variants are stored side by side, never over each other."""
+        asked = {"budget": self.budget, "overrides": dict(sorted(overrides.items())),
+                 "protocol": dict(sorted(self.protocol_overrides.items())), "precision": self.precision,
+                 "compile": self.compile}
+        return {"id": run_key({"method": method, **asked})[:8], **asked}
+
     def _run_one(self, method: str, cls: type, config: Any, budget: str, overrides: dict[str, Any], seed: int,
                  dataset: Dataset, split: Split, device: torch.device, prepare_s: float) -> RunOutcome:
-        folder = records.run_dir(self.out, dataset.name, method, seed)
+        variant = self.variant(method, overrides)
+        folder = records.variant_dir(self.out, dataset.name, method, seed, variant["id"])
         spec = {  # what determines the result; every field always present
             "key_version": RUN_KEY_VERSION,
             "method": method,
@@ -258,6 +327,22 @@ class BenchmarkRun:
         if not self.force and (done := records.finished(folder, key)):
             log.info("reusing finished run %s", folder)
             return RunOutcome(method, seed, folder, done, reused=True)
+        try:
+            with records.Claim(folder, variant["id"]):
+                return self._train(method, cls, config, seed, dataset, split, device, prepare_s, folder, spec, key,
+                                   variant, overrides)
+        except ConfigError as exc:  # another process holds the folder: nothing is written
+            log.error("%s seed %d not run: %s", method, seed, exc)
+            return RunOutcome(method, seed, folder, error=f"{type(exc).__name__}: {exc}")
+
+    def _train(self, method: str, cls: type, config: Any, seed: int, dataset: Dataset, split: Split,
+               device: torch.device, prepare_s: float, folder: Path, spec: dict[str, Any], key: str,
+               variant: dict[str, Any], overrides: dict[str, Any]) -> RunOutcome:
+        """Fit, evaluate and record one run in ``folder`` (claimed by the caller); an earlier result there (other
+        code or config of the same variant) is moved aside first and dropped once this one is written."""
+        if moved := records.set_aside(folder):
+            log.warning("%s seed %d: the earlier result in %s (--force, or other code or settings) is replaced; it is kept as "
+                        "%s until this run finishes", method, seed, folder, moved[0].name)
         seed_everything(seed)
         ctx = FitContext(device=device, seed=seed, valid=Evaluator(split, "valid", device), quiet=self.quiet,
                          compile=self.compile)
@@ -266,6 +351,7 @@ class BenchmarkRun:
         base = {
             **spec,
             "run_key": key,
+            "variant": variant,
             "sidbench_version": __version__,
             "dataset": {**spec["dataset"], "stats": dataset.stats},
             "environment": {**records.environment(device_description(device)), "precision": self.precision,
@@ -273,6 +359,9 @@ class BenchmarkRun:
             "command": command,
             "rerun": self.rerun_command(method, seed, overrides),
         }
+        if local := script_plugins(cls, config, dataset.name):
+            base["rerun_note"] = (f"{', '.join(local)} was defined in the script or notebook that ran this, not in "
+                                  f"an importable module: `rerun` works only where that definition is registered first")
         try:
             model = cls(config)
             with ctx.stage("fit"):
@@ -303,6 +392,7 @@ class BenchmarkRun:
         }
         per_user = {**{k: v.astype(np.float32) for k, v in test.per_user.items()}, "user": np.arange(split.n_users)}
         records.write_result(folder, record, per_user)
+        records.drop_replaced(folder)
         return RunOutcome(method, seed, folder, record)
 
     def rerun_command(self, method: str, seed: int, overrides: dict[str, Any]) -> str:
