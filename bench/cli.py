@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     diag.add_argument("--seed", type=int, default=0)
     diag.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     diag.add_argument("--json", type=Path, help="also write the diagnostics as JSON here")
+    diag.add_argument("--quiet", action="store_true", help="no progress bars (encoder and tokenizer training)")
 
     summary = sub.add_parser("summarize", help="markdown table of the results under a runs folder")
     summary.add_argument("runs", type=Path)
@@ -134,12 +135,13 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     dataset = load_dataset(args.dataset)
     split = Split(dataset, Protocol.from_options(dataset.protocol_defaults, {}))
-    ctx = FitContext(device=device, seed=args.seed, valid=None)  # type: ignore[arg-type]
+    ctx = FitContext(device=device, seed=args.seed, valid=None, quiet=args.quiet)  # type: ignore[arg-type]
     vectors, encoded = encode_with(args.encoder, ";".join(args.encoder_set), split, ctx)
     encoder = encoded["name"]
     if "seed" in tok_cls.param_names():
         tok_params.setdefault("seed", args.seed)
-    sids = tokenize_items(args.tokenizer, tok_params, vectors, encoded["cache_key"], split, str(device), args.collisions)
+    sids = tokenize_items(args.tokenizer, tok_params, vectors, encoded["cache_key"], split, str(device), args.collisions,
+                          quiet=args.quiet)
     print(f"{args.tokenizer} on {dataset.name} ({encoder} vectors, {vectors.shape[1]}-d); fit "
           f"{sids.info['fit_seconds']} s on {sids.info['device']}{' (cached)' if sids.info.get('cache_hit') else ''}")
     print(format_diagnostics(sids.diagnostics, sids.collisions))

@@ -210,7 +210,8 @@ class Trainer:
                     for phase_epoch in range(phase.epochs):
                         epoch += 1
                         start = time.perf_counter()
-                        mean_loss = self._epoch(model, examples, run, epoch, steps_per_epoch, autocast, phased)
+                        mean_loss = self._epoch(model, examples, run, epoch, total_epochs, steps_per_epoch, autocast,
+                                                 phased)
                         seconds = time.perf_counter() - start
                         run.epochs_run, run.seconds = run.epochs_run + 1, run.seconds + seconds
                         if phase_epoch == phase.epochs - 1 and phase.on_end is not None:
@@ -261,15 +262,17 @@ class Trainer:
                 } for run in runs})
         return model
 
-    def _epoch(self, model: nn.Module, examples: list[torch.Tensor], run: _PhaseRun, epoch: int,
+    def _epoch(self, model: nn.Module, examples: list[torch.Tensor], run: _PhaseRun, epoch: int, total_epochs: int,
                steps_per_epoch: int, autocast: torch.autocast, phased: bool) -> float:
-        """One pass over shuffled batches with ``run``'s loss and optimiser; the mean loss."""
+        """One pass over shuffled batches with ``run``'s loss and optimiser; the mean loss. Its progress bar
+        (unless ``ctx.quiet``) names the epoch out of the most that can run (early stopping may end sooner)."""
         cfg, ctx, device = self.cfg, self.ctx, self.ctx.device
         model.train()
         n = len(examples[0])
         order = torch.randperm(n, device=device)
         total_loss = torch.zeros((), device=device)
-        desc = f"{self.stage} {run.phase.name} epoch {epoch}" if phased else f"{self.stage} epoch {epoch}"
+        where = f"{run.phase.name} epoch" if phased else "epoch"
+        desc = f"{self.stage} {where} {epoch + 1}/{total_epochs}"
         for i in progress(range(steps_per_epoch), desc=desc, quiet=ctx.quiet):
             batch = tuple(t[order[i * cfg.batch_size:(i + 1) * cfg.batch_size]] for t in examples)
             with autocast:

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.core.errors import ConfigError
+from bench.core.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -248,6 +249,7 @@ def train_quantizer(
     on_epoch: Callable[[int], None] | None = None,
     cuda_graph: bool = True,
     name: str = "quantizer",
+    quiet: bool = True,
 ) -> QuantizerTraining:
     """Train ``model`` on the rows of ``x`` (on its device) with reconstruction MSE + ``rq_weight`` *
     (codebook + ``beta`` * commitment loss, each summed over levels), plus ``extra_loss(batch_index, x_batch,
@@ -265,6 +267,10 @@ def train_quantizer(
     steps replay its kernels, so it must keep fixed shapes, read changing
     inputs from tensors it updates in place, and never synchronise (or pass
     ``cuda_graph=False``).
+
+    Unless ``quiet``, a progress bar over the epochs goes to stderr; it redraws at most every ~1% of the
+    epochs and shows the reconstruction loss only where the loop already reads it (every 10%), so it adds
+    no GPU synchronisation.
     """
     quantizer: ResidualQuantizer = model.quantizer
     device = x.device
@@ -302,7 +308,8 @@ def train_quantizer(
 
     graph = None
     side_stream = torch.cuda.Stream(device) if capture else None
-    for epoch in range(epochs):
+    epoch_bar = progress(range(epochs), desc=name, quiet=quiet, unit="epoch", miniters=max(1, epochs // 100))
+    for epoch in epoch_bar:
         if on_epoch is not None:
             on_epoch(epoch)
         epoch_losses.zero_()
@@ -334,5 +341,8 @@ def train_quantizer(
             restarted += quantizer.restart_dead(usage, pools, generator)
             usage.zero_()
         if (epoch + 1) % max(1, epochs // 10) == 0:
-            log.info("%s epoch %d/%d: recon %.4f", name, epoch + 1, epochs, float(epoch_losses[0]))
+            recon = float(epoch_losses[0])  # the loop's one synchronisation, every 10% of the epochs
+            epoch_bar.set_postfix(recon=f"{recon:.4f}", refresh=False)
+            log.log(logging.INFO if quiet else logging.DEBUG,  # the bar shows it: no line under it
+                    "%s epoch %d/%d: recon %.4f", name, epoch + 1, epochs, recon)
     return QuantizerTraining(history.cpu().numpy(), epochs * steps, graph is not None, int(restarted))

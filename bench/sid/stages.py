@@ -128,10 +128,13 @@ def fit_inputs(cls: type, views: ItemViews, split: Split) -> dict[str, Any]:
 
 
 def tokenize_items(name: str, params: dict[str, Any], views: ItemViews | np.ndarray, encoder_key: str | None,
-                   split: Split, device: str = "cpu", collisions: str = "extra-level") -> SIDTable:
+                   split: Split, device: str = "cpu", collisions: str = "extra-level",
+                   quiet: bool = True) -> SIDTable:
     """Fit tokenizer ``name`` on the item views (cached by their keys and the parameters), then make SIDs unique.
 
-    ``views`` may be a bare vector array (one view, keyed by ``encoder_key``)."""
+    ``views`` may be a bare vector array (one view, keyed by ``encoder_key``). ``device`` and ``quiet`` (no
+    progress bars; pass the run's ``ctx.quiet``) are set on the tokenizer as attributes, not parameters: neither
+    changes its codes, so neither is in the cache key."""
     if collisions not in COLLISION_METHODS:
         raise ConfigError(f"collisions must be one of {COLLISION_METHODS}, found {collisions!r}")
     if not isinstance(views, ItemViews):
@@ -148,6 +151,7 @@ def tokenize_items(name: str, params: dict[str, Any], views: ItemViews | np.ndar
     def compute():
         tokenizer = cls(**params)
         tokenizer.device = device
+        tokenizer.quiet = quiet
         start = time.perf_counter()
         tokenizer.fit(vectors, split.dataset, **fit_inputs(cls, views, split))
         seconds = round(time.perf_counter() - start, 3)

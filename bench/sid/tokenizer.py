@@ -18,7 +18,9 @@ Tokenizers that read a file named by a parameter define ``input_digest()``
 (a hash of the file's content, or None): the stage cache keys on it.
 
 Torch tokenizers take a ``device`` attribute (not a hyperparameter: the
-pipeline sets it). Stochastic tokenizers take ``seed``.
+pipeline sets it), and a ``quiet`` one, likewise set from the run's
+``--quiet``: a long fit shows a progress bar (``bench.core.progress``)
+unless it is true. Stochastic tokenizers take ``seed``.
 
 Tokenizers that learn with more than one kind of item vector, or from the
 training sequences, say so in class attributes, and ``fit`` then receives them
@@ -67,6 +69,7 @@ class Tokenizer(Plugin):
     """Base class for tokenizers: parameter introspection and ``encode``."""
 
     device: str = "cpu"
+    quiet: bool = True  # no progress bars (the pipeline sets it from the run's --quiet, like device)
     views: ClassVar[dict[str, str]] = {}  # extra item views fit reads: {name: "ENCODER[:key=value;...]"}
     reads_sequences: ClassVar[bool] = False  # whether fit reads the training split
 

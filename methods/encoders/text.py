@@ -77,10 +77,14 @@ class TextST(Encoder):
 
     def fit(self, split: Any, ctx: Any = None) -> "TextST":
         device = str(ctx.device) if ctx is not None else "cpu"
+        quiet = ctx.quiet if ctx is not None else True
         model = self._load(device)
         text = [t or "(no text)" for t in split.dataset.text]
+        log.info("text-st: encoding %d item texts with %s on %s", len(text), self.model, device)
+        # one encode call with its own tqdm bar ("Batches", on stderr): chunking the texts ourselves to drive
+        # bench.core.progress would change sentence-transformers' length-sorted batches, and so the vectors
         vectors = model.encode(text, batch_size=self.batch_size, normalize_embeddings=self.normalize,
-                               convert_to_numpy=True, show_progress_bar=False)
+                               convert_to_numpy=True, show_progress_bar=not quiet)
         self.item_vectors_ = np.asarray(vectors, dtype=np.float32)
         return self
 

@@ -348,7 +348,7 @@ class Letter(RQVAE):
         training = train_quantizer(
             model, x, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
             beta=self.mu, rq_weight=self.quant_weight / levels, restart_every=0, generator=gen,
-            extra_loss=extra_loss, on_epoch=on_epoch, name="letter")
+            extra_loss=extra_loss, on_epoch=on_epoch, name="letter", quiet=self.quiet)
         term_history[self.epochs - 1].copy_(terms)
         train_seconds = time.perf_counter() - start - init_seconds
         evaluate(self.epochs)

@@ -147,7 +147,7 @@ class RQVAE(Tokenizer):
         initial = self._evaluate(model, x)
         training = train_quantizer(
             model, x, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
-            beta=self.beta, restart_every=self.restart_every, generator=gen, name="rqvae")
+            beta=self.beta, restart_every=self.restart_every, generator=gen, name="rqvae", quiet=self.quiet)
         final = self._evaluate(model, x)
 
         codes = final["codes"].cpu().numpy().astype(np.int64)
