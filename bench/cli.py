@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -233,6 +234,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         device=args.device, precision=args.precision, compile=args.compile, budget=args.budget,
         overrides=parse_pairs(args.set, "--set"), protocol_overrides=parse_pairs(args.protocol, "--protocol"),
         force=args.force, quiet=args.quiet, jobs=args.jobs,
+        command=args.shell_command,
     )
     outcomes = run.execute()
     print(f"\n{args.dataset}: test metrics (mean±std over seeds), full ranking; results in {args.out}/")
@@ -245,6 +247,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    given = sys.argv[1:] if argv is None else list(argv)
+    args.shell_command = "python -m bench " + " ".join(shlex.quote(a) for a in given)  # the record's ``command``
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     handlers = {"run": cmd_run, "list": cmd_list, "data": cmd_data, "summarize": cmd_summarize, "report": cmd_report,

@@ -9,7 +9,6 @@ import multiprocessing
 import os
 import shlex
 import signal
-import sys
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor
@@ -226,6 +225,7 @@ class BenchmarkRun:
     force: bool = False
     quiet: bool = False
     jobs: int = 1  # runs (method, seed) in this many worker processes at once
+    command: str | None = None  # the shell command that asked for this run (the CLI sets it), for the record
 
     def execute(self) -> list[RunOutcome]:
         if self.jobs > 1 and len(self.methods) * len(self.seeds) > 1:
@@ -347,7 +347,7 @@ class BenchmarkRun:
         ctx = FitContext(device=device, seed=seed, valid=Evaluator(split, "valid", device), quiet=self.quiet,
                          compile=self.compile)
         ctx.timings["prepare_data"] = prepare_s
-        command = "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
+        command = self.command  # None from Python (the API): sys.argv then names the script, not this run
         base = {
             **spec,
             "run_key": key,

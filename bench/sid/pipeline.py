@@ -43,6 +43,10 @@ DEFAULT_TEXT_ENCODER = "text-st"
 # the generator at smoke size: seconds on a CPU, for tests
 SMOKE_GENERATOR = {"d_model": 32, "n_enc_layers": 1, "n_dec_layers": 1, "n_heads": 2, "d_head": 16, "d_ff": 64,
                    "epochs": 3, "batch_size": 256, "eval_every": 1, "patience": 2, "lr": 3e-3, "warmup_steps": 0}
+# the budget "default" picks on small datasets (under 5,000 users, e.g. synthetic): a minute or two on 2 CPU cores,
+# so the first run shows SID methods next to the ID baselines (the default budget is for GPUs)
+SMALL_GENERATOR = {**SMOKE_GENERATOR, "d_model": 64, "d_head": 32, "d_ff": 128, "epochs": 4, "batch_size": 512,
+                   "eval_every": 2, "patience": 1}
 
 
 def resolve_encoder(name: str, dataset: str) -> str:
@@ -142,7 +146,7 @@ class SIDMethod(Method):
             views = encode_views(cfg, registry.get("tokenizer", self.tokenizer_name), split, ctx)
         with ctx.stage("tokenize"):
             self.sids_ = tokenize_items(self.tokenizer_name, self.tokenizer_params(ctx.seed), views, None, split,
-                                        str(ctx.device), cfg.collisions)
+                                        str(ctx.device), cfg.collisions, quiet=ctx.quiet)
         sids = self.sids_
         log_sid(ctx, views, {"name": self.tokenizer_name, "params": self.tokenizer_params(ctx.seed), **sids.info}, sids)
         gen_config = GeneratorConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(GeneratorConfig)})
@@ -180,20 +184,30 @@ def sid_method(name: str, encoder: str, tokenizer: str, description: str,
     for key, value in (generator or {}).items():
         fields.append((key, Any, dataclasses.field(default=value)))
     config = dataclasses.make_dataclass(f"{_camel(name)}Config", fields, bases=(GeneratorConfig,))
-    smoke = {**SMOKE_GENERATOR, **{TOK + k: v for k, v in getattr(tok_cls, "smoke_params", {}).items()}}
+    budgets = {"default": {}, "small": _reduced("small", SMALL_GENERATOR, encoder, tok_cls),
+               "smoke": _reduced("smoke", SMOKE_GENERATOR, encoder, tok_cls)}
+    return type(_camel(name), (SIDMethod,), {
+        "__doc__": description, "Config": config, "tokenizer_name": tokenizer,
+        "budgets": budgets, "__module__": __name__,
+    })
+
+
+def _reduced(kind: str, generator: dict[str, Any], encoder: str, tok_cls: type) -> dict[str, Any]:
+    """A reduced budget's options: the generator at that size, and the ``<kind>_params`` (else ``smoke_params``)
+    class attributes of the tokenizer, the encoder and the views' encoders (a view's own options win)."""
+    def params(cls: type) -> dict[str, Any]:
+        return getattr(cls, f"{kind}_params", None) or getattr(cls, "smoke_params", {})
+
+    budget = {**generator, **{TOK + k: v for k, v in params(tok_cls).items()}}
     if encoder != "text":  # "text" is resolved per dataset at fit time
-        enc_smoke = getattr(registry.get("encoder", encoder), "smoke_params", {})
-        smoke["encoder_options"] = ";".join(f"{k}={v}" for k, v in enc_smoke.items())
+        budget["encoder_options"] = ";".join(f"{k}={v}" for k, v in params(registry.get("encoder", encoder)).items())
     for view, spec in sorted(getattr(tok_cls, "views", {}).items()):
         view_encoder, _, options = spec.partition(":")
         if view_encoder != "text":
             given = dict(pair.split("=", 1) for pair in options.split(";") if pair)
-            view_smoke = {**getattr(registry.get("encoder", view_encoder), "smoke_params", {}), **given}
-            smoke[VIEW + view] = view_encoder + ":" + ";".join(f"{k}={v}" for k, v in view_smoke.items())
-    return type(_camel(name), (SIDMethod,), {
-        "__doc__": description, "Config": config, "tokenizer_name": tokenizer,
-        "budgets": {"default": {}, "smoke": smoke}, "__module__": __name__,
-    })
+            merged = {**params(registry.get("encoder", view_encoder)), **given}
+            budget[VIEW + view] = view_encoder + ":" + ";".join(f"{k}={v}" for k, v in merged.items())
+    return budget
 
 
 def _camel(name: str) -> str:

@@ -156,7 +156,7 @@ class Unified(SASRec):
                 self.views_ = encode_views(cfg, rqvae_cls, split, ctx)
             with ctx.stage("tokenize"):
                 self.quantizer_ = tokenize_items("rqvae", self.tokenizer_params(ctx.seed), self.views_, None, split,
-                                                 str(ctx.device))
+                                                 str(ctx.device), quiet=ctx.quiet)
             tokenizer = rqvae_cls(**self.tokenizer_params(ctx.seed)).set_state(self.quantizer_.state)
             semantic = tokenizer.model_
             text = torch.from_numpy((self.views_.main - tokenizer.input_mean_) / tokenizer.input_scale_).float()

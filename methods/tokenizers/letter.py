@@ -151,6 +151,7 @@ class Letter(RQVAE):
 
     views = {"collab": "sasrec-emb:d_model=32"}
     smoke_params = {"epochs": 12, "hidden": (64, 32), "eval_every": 4}  # the smoke budget (tests)
+    small_params = {"epochs": 100, "hidden": (256, 128, 64), "eval_every": 50}  # small datasets on a CPU
     who = "letter"
 
     def __init__(self, latent_dim: int = 32, hidden: tuple[int, ...] = (2048, 1024, 512, 256, 128, 64),

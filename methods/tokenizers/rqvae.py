@@ -85,6 +85,7 @@ class RQVAE(Tokenizer):
     """TIGER's RQ-VAE: MLP autoencoder + residual quantisation (3 x 256 codes of dim 32), trained with restarts."""
 
     smoke_params = {"epochs": 30}  # the smoke budget (tests): seconds on a CPU
+    small_params = {"epochs": 200}  # the small budget (small datasets on a CPU)
     who = "rqvae"  # the name errors give
 
     def __init__(self, latent_dim: int = 32, hidden: tuple[int, ...] = (512, 256, 128), n_levels: int = 3,
