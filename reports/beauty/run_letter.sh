@@ -6,6 +6,11 @@
 # (default 0), so they share the GPU; fit times in the records are then times under sharing. SIDBENCH_CACHE holds
 # the processed Beauty data, the text-st vectors and the 32-d sasrec-emb vectors computed on a CPU beforehand
 # (fp32, the default precision, so their cache keys match; the encode stages are cache hits).
+# letter-native reads LETTER's released index by URL: carry the mirror's copy too (the device has no network), e.g.
+#   mkdir -p .carry/mirror/raw.githubusercontent.com && cp -r ../shared/data/mirror/raw.githubusercontent.com/Nishikata97 \
+#       .carry/mirror/raw.githubusercontent.com/   and on the device: export SIDBENCH_MIRROR=$PWD/.carry/mirror
+# (stop 21's first try lost letter-native to exactly this). Consider --precision tf32 for letter: its 10k-epoch
+# tokenizer ran about 53 ms per epoch in fp32 (7,000 epochs, the sasrec-emb fit included, in under 470 s).
 set -u
 OUT=${RUNS:-reports/beauty/letter}
 RUN="python3 -m bench run --dataset beauty --device cuda --quiet"
