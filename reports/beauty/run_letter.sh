@@ -9,8 +9,9 @@
 # letter-native reads LETTER's released index by URL: carry the mirror's copy too (the device has no network), e.g.
 #   mkdir -p .carry/mirror/raw.githubusercontent.com && cp -r ../shared/data/mirror/raw.githubusercontent.com/Nishikata97 \
 #       .carry/mirror/raw.githubusercontent.com/   and on the device: export SIDBENCH_MIRROR=$PWD/.carry/mirror
-# (stop 21's first try lost letter-native to exactly this). Consider --precision tf32 for letter: its 10k-epoch
-# tokenizer ran about 53 ms per epoch in fp32 (7,000 epochs, the sasrec-emb fit included, in under 470 s).
+# (stop 21's first try lost letter-native to exactly this). Consider --precision tf32 for letter: in fp32 its
+# tokenizer reached epoch 7,000 of 10,000 within 470 s, the sasrec-emb fit before it included (at most 67 ms per
+# epoch; the split between the two was not timed).
 set -u
 OUT=${RUNS:-reports/beauty/letter}
 RUN="python3 -m bench run --dataset beauty --device cuda --quiet"
