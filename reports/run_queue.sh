@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Drive Beauty runs on the device machine as a queue, so that runs finish one after another instead of all
+# at the end (the GPU is time-sliced between processes: nine runs started at once finished nothing within a
+# 10-minute call at stop 22, while two or three at once gain over one after another).
+#
+#   RUNS=/tmp/runs bash reports/run_queue.sh start WORKERS METHOD:SEED [METHOD:SEED ...]
+#       WORKERS processes under setsid, each taking the next unclaimed run from the list (in order, one
+#       claim folder per run under $RUNS/.claims); records land in $RUNS/loo-full, one log per run in
+#       $RUNS/logs (METHOD_SEED.log, .rc with its exit status, .start/.end with UTC times).
+#   RUNS=/tmp/runs bash reports/run_queue.sh wait SECONDS TAR
+#       wait until every claimed run has an .rc and no run is left unclaimed, or SECONDS have passed, then
+#       pack $RUNS into TAR (so what finished comes back even when the rest has not).
+#
+# The runs survive between device calls only while the machine stays warm (a call chained within its idle
+# time); on a fresh machine `wait` says so at once instead of waiting for runs that cannot appear.
+# Environment on the device, with .carry carried (processed data and text vectors from a CPU, the mirror copy
+# of the precomputed indexes; see reports/beauty/README.md):
+#   export SIDBENCH_CACHE=/tmp/cache SIDBENCH_GIT_COMMIT=$(cat .carry/commit) PYTHONPATH=$PWD PYTHONUNBUFFERED=1 \
+#          SIDBENCH_MIRROR=$PWD/.carry/mirror; mkdir -p /tmp/cache; cp -rn .carry/cache/. /tmp/cache/
+set -u
+RUNS=${RUNS:?set RUNS to the folder the runs write to}
+RUN="python3 -m bench run --dataset ${DATASET:-beauty} --device cuda --quiet"
+case "${1:-}" in
+  start)
+    workers=${2:?the number of runs at once}; shift 2
+    mkdir -p "$RUNS/logs" "$RUNS/.claims"
+    printf '%s\n' "$@" > "$RUNS/queue"
+    date -u +%FT%TZ > "$RUNS/logs/started"
+    for _ in $(seq "$workers"); do
+      setsid bash -c '
+        for item in $(cat "$0/queue"); do
+          name=${item//[:+,=]/_}
+          mkdir "$0/.claims/$name" 2>/dev/null || continue   # the first worker to get here runs it
+          date -u +%FT%TZ > "$0/logs/$name.start"
+          $1 --methods "${item%:*}" --seeds "${item##*:}" --out "$0/loo-full" > "$0/logs/$name.log" 2>&1
+          echo $? > "$0/logs/$name.rc"; date -u +%FT%TZ > "$0/logs/$name.end"
+        done' "$RUNS" "$RUN" < /dev/null > /dev/null 2>&1 &
+    done ;;
+  wait)
+    seconds=${2:?how long to wait at most}; tar_file=${3:?a tar file}
+    if [ ! -f "$RUNS/queue" ]; then echo "no queue under $RUNS: a fresh machine (the runs died with the last one)"; exit 3; fi
+    deadline=$(( $(date +%s) + seconds ))
+    while [ "$(date +%s)" -lt "$deadline" ]; do
+      left=$(( $(wc -l < "$RUNS/queue") - $(ls "$RUNS/logs" | grep -c '\.rc$') ))
+      [ "$left" -le 0 ] && break
+      sleep 10
+    done
+    date -u +%FT%TZ > "$RUNS/logs/collected"
+    for rc in "$RUNS"/logs/*.rc; do [ -f "$rc" ] && echo "$(basename "$rc" .rc): exit $(cat "$rc")"; done
+    nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null
+    tar czf "$tar_file" -C "$(dirname "$RUNS")" "$(basename "$RUNS")" ;;
+  *) echo "usage: $0 start WORKERS METHOD:SEED ... | wait SECONDS TAR" >&2; exit 2 ;;
+esac
