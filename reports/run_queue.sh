@@ -17,6 +17,13 @@
 # of the precomputed indexes; see reports/beauty/README.md):
 #   export SIDBENCH_CACHE=/tmp/cache SIDBENCH_GIT_COMMIT=$(cat .carry/commit) PYTHONPATH=$PWD PYTHONUNBUFFERED=1 \
 #          SIDBENCH_MIRROR=$PWD/.carry/mirror; mkdir -p /tmp/cache; cp -rn .carry/cache/. /tmp/cache/
+# Build .carry here first: `SIDBENCH_CACHE=$PWD/.carry/cache SIDBENCH_MIRROR=../shared/data/mirror python -m bench
+# diagnose --tokenizer random --encoder text-st --dataset beauty` (about 3 minutes on 2 cores), `git rev-parse HEAD
+# > .carry/commit`, and for letter-native (it reads LETTER's released index by URL; the device has no network)
+# `cp -r ../shared/data/mirror/raw.githubusercontent.com/Nishikata97 .carry/mirror/raw.githubusercontent.com/`.
+# Measured durations on one H200 (stop 23, three at a time): tiger-hybrid 525-569 s (345 s alone), unified-sem-only
+# 287-388 s, unified-two-stage 541 s. `letter` is longer than one call: in fp32 its tokenizer reached epoch 7,000 of
+# 10,000 within 470 s, the sasrec-emb fit before it included (stop 21); plan it across chained calls.
 set -u
 RUNS=${RUNS:?set RUNS to the folder the runs write to}
 RUN="python3 -m bench run --dataset ${DATASET:-beauty} --device cuda --quiet"

@@ -49,6 +49,19 @@ def test_two_stage_keeps_the_quantiser_frozen(split):
     assert all(torch.equal(a, b) for a, b in zip(before, items.semantic.parameters()))
 
 
+def test_the_quantiser_picks_its_fitted_codes_under_the_trainers_bf16_autocast(split):
+    """The trainer wraps every step in bf16 autocast on CUDA; the quantiser must still pick codes in float32,
+    as fitted (here with CPU autocast, which lowers matmuls to bf16 the same way)."""
+    method, _ = _fitted(split, two_stage=True)
+    items = method.model_.items
+    items.eval()
+    _, plain = items._semantic()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        rows, lowered = items._semantic()
+    assert rows.dtype == torch.float32
+    assert torch.equal(plain["codes"], lowered["codes"])
+
+
 def test_variants_set_the_item_width(split):
     sem_only, _ = _fitted(split, variant="semantic-only")
     id_only, _ = _fitted(split, variant="id-only")
