@@ -27,6 +27,12 @@ METHODS = {
     "letter": ("methods.sid.letter:Letter", "LETTER: text + RQ-VAE with collaborative and diversity losses + T5-style generator"),
     "letter-rank": ("methods.sid.letter:LetterRank", "LETTER with the ranking-guided generation loss (tau 0.8)"),
     "letter-native": ("methods.sid.letter:LetterNative", "LETTER's released Beauty SIDs (letter_native index) + T5-style generator"),
+    "etegrec": ("methods.sid.etegrec:ETEGRec", "ETEGRec: sasrec-emb (256-d) + RQ-VAE trained in alternation with a T5 generator (SIA + PSA), then fine-tuned"),
+    "etegrec-no-sia": ("methods.sid.etegrec:ETEGRecNoSIA", "ETEGRec's ablation: without the SIA loss"),
+    "etegrec-no-psa": ("methods.sid.etegrec:ETEGRecNoPSA", "ETEGRec's ablation: without the PSA loss"),
+    "etegrec-no-align": ("methods.sid.etegrec:ETEGRecNoAlign", "ETEGRec's ablation: without SIA and PSA"),
+    "etegrec-joint": ("methods.sid.etegrec:ETEGRecJoint", "ETEGRec's ablation: no alternation, everything trained jointly"),
+    "etegrec-two-stage": ("methods.sid.etegrec:ETEGRecTwoStage", "ETEGRec's ablation w/o end-to-end: the final tokens, a fresh generator trained two-stage"),
     "resid": ("methods.sid.resid:ReSID", "ReSID: FAMAE field embeddings + GAOQ + the generator at ReSID's sizes"),
 }
 READERS = {

@@ -342,6 +342,37 @@ def test_phased_trainer_steps_only_each_phases_parameters_with_one_optimiser_per
     assert {k: (v["epochs_run"], v["parameters"]) for k, v in facts["phases"].items()} == {"a": (4, 4), "b": (2, 4)}
 
 
+def test_a_phase_takes_parameter_groups_with_their_own_learning_rates():
+    """Two modules trained in one phase at two learning rates (ETEGRec without alternation)."""
+    from bench.nn.train import Phase
+
+    model = nn.ModuleDict({"a": nn.Linear(3, 1), "b": nn.Linear(3, 1)})
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(16, 3, generator=torch.Generator().manual_seed(0))
+    groups = lambda: [{"params": model.a.parameters()}, {"params": model.b.parameters(), "lr": 0.0}]  # noqa: E731
+    phase = Phase("both", groups, lambda batch: (model.a(batch[0]) * model.b(batch[0])).pow(2).mean(), epochs=2)
+    ctx = FitContext(device=torch.device("cpu"), seed=0, valid=None)
+    Trainer(TrainConfig(batch_size=8, lr=0.1), ctx, "toy").fit(model, (x,), phases=[phase])
+    after = model.state_dict()
+    assert not torch.equal(after["a.weight"], before["a.weight"])  # the phase's lr
+    assert torch.equal(after["b.weight"], before["b.weight"])  # its own lr, 0
+    assert ctx.extra["toy"]["phases"]["both"]["parameters"] == 8
+
+
+def test_tied_output_layer_is_the_code_tokens_embedding():
+    cfg = GeneratorConfig(d_model=8, n_enc_layers=1, n_dec_layers=1, n_heads=2, d_head=4, d_ff=16,
+                          tie_embeddings=True)
+    from bench.sid.generator import SIDGenerator
+
+    model = SIDGenerator(cfg, torch.tensor([[0, 1], [1, 0], [2, 2]]), [3, 3], history_len=4)
+    assert model.head is None
+    assert model.out_weight().shape == (6, 8)
+    assert model.out_weight().data_ptr() == model.tokens.weight.data_ptr()  # the same rows, no copy
+    logits = model(torch.tensor([[3, 0, 1, 2]]), torch.tensor([0]), torch.tensor([2]))
+    logits[torch.isfinite(logits)].sum().backward()
+    assert model.tokens.weight.grad[:6].abs().sum() > 0
+
+
 def test_phased_trainer_validates_over_all_phases_and_restores_the_best_checkpoint():
     from bench.nn.train import Phase
 

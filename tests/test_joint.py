@@ -15,7 +15,7 @@ from bench.data.dataset import load_dataset
 from bench.data.protocol import Protocol, Split
 from bench.eval.evaluator import Evaluator
 from bench.nn.train import Phase, Trainer
-from bench.sid.collisions import resolve_collisions
+from bench.sid.collisions import with_collision_token
 from bench.sid.generator import Generator, GeneratorConfig
 from bench.sid.pipeline import SMOKE_GENERATOR
 from bench.sid.stages import encode_items
@@ -59,9 +59,8 @@ class ToyTokenizer(nn.Module):
 
 
 def unique_codes(raw: np.ndarray) -> np.ndarray:
-    """The collision post-step, always with the extra level (0 everywhere when nothing collides)."""
-    fixed, _, _ = resolve_collisions(raw, [CODES] * LEVELS, "extra-level")
-    return fixed if fixed.shape[1] > LEVELS else np.column_stack([fixed, np.zeros(len(fixed), dtype=np.int64)])
+    """The collision post-step with the collision token always present (0 where an item's codes are its own)."""
+    return with_collision_token(raw, len(raw))[0]
 
 
 @pytest.fixture(scope="module")

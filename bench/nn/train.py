@@ -61,7 +61,9 @@ class Phase:
     """One step of alternating optimisation: ``epochs`` epochs of ``loss_fn`` stepping only ``parameters``.
 
     ``parameters`` is an iterable of the model's parameters, a callable returning them (read once, when
-    ``Trainer.fit`` starts), or None for all of them; the model's other parameters are frozen while the phase
+    ``Trainer.fit`` starts), or None for all of them; or optimiser parameter groups (dicts with ``params`` and
+    their own ``lr``, e.g. a tokenizer and a generator trained together at two learning rates, ETEGRec's
+    ablation without alternation). The model's other parameters are frozen while the phase
     runs. ``None`` options take the ``TrainConfig``'s value; ``warmup_steps`` and the schedule count this
     phase's own steps over all cycles. ``on_start`` runs before each of the phase's runs (one per cycle),
     ``on_end`` after the run's last epoch, before that epoch's validation (e.g. refresh the SIDs after a
@@ -100,6 +102,12 @@ class _PhaseRun:
         self.phase = phase
         every = list(model.parameters())
         given = phase.parameters() if callable(phase.parameters) else phase.parameters
+        given = None if given is None else list(given)
+        groups = [{**g, "params": list(g["params"])} for g in given if isinstance(g, dict)] if given else []
+        if groups:
+            if len(groups) < len(given):
+                raise ConfigError(f"phase {phase.name!r}: give parameters or parameter groups (dicts), not both")
+            given = [p for g in groups for p in g["params"]]
         self.params = every if given is None else list(dict.fromkeys(given))  # in order, each once
         if not self.params:
             raise ConfigError(f"phase {phase.name!r} has no parameters to train")
@@ -116,7 +124,8 @@ class _PhaseRun:
         if schedule not in SCHEDULES:
             raise ConfigError(f"phase {phase.name!r}: schedule must be 'constant' or 'cosine', found {schedule!r}")
         self.grad_clip = cfg.grad_clip if phase.grad_clip is None else phase.grad_clip
-        self.optimizer = torch.optim.AdamW(self.params, lr=self.lr, weight_decay=weight_decay,
+        self.optimizer = torch.optim.AdamW(groups or self.params,
+                                           lr=self.lr, weight_decay=weight_decay,
                                            fused=device.type == "cuda")
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
                                                            lambda s: lr_factor(s, steps, warmup, schedule))

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from bench.core.errors import ConfigError
+from bench.core.errors import ConfigError, SidbenchError
 
 COLLISION_METHODS = ("extra-level", "hungarian")
 
@@ -90,3 +90,18 @@ def resolve_collisions(codes: np.ndarray, codebook_sizes: list[int], method: str
     report["n_levels"] = codes.shape[1]
     report["codebook_sizes"] = sizes
     return codes, sizes, report
+
+
+def with_collision_token(codes: np.ndarray, capacity: int) -> tuple[np.ndarray, int]:
+    """``codes`` [n, L] plus a last column numbering the items inside each group of identical codes (0 where an
+    item's codes are its own), always present, so the width never changes while a tokenizer trained with the
+    generator refreshes its codes (ETEGRec's 4th token); and the largest group. Raises when a group exceeds
+    ``capacity``, the last level's size the generator was built with."""
+    codes = np.asarray(codes, dtype=np.int64)
+    extra = _extra_level(codes)
+    largest = int(extra.max(initial=-1)) + 1
+    if largest > capacity:
+        raise SidbenchError(f"{largest} items share one code prefix, more than the collision token's {capacity} "
+                            "values; the codes collapsed: raise the method's last_level_capacity or lower its "
+                            "tokenizer learning rate")
+    return np.column_stack([codes, extra]), largest

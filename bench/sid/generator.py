@@ -73,6 +73,8 @@ class GeneratorConfig(TrainConfig):
     tau: float = 1.0
     # ours: decode only SIDs of real items (TIGER decoded freely and reported invalid IDs)
     constrained: bool = True
+    # the output layer reuses the code tokens' input embeddings (ETEGRec's per-level tables, tied); False: its own
+    tie_embeddings: bool = False
     # ours: optimisation
     epochs: int = 150
     batch_size: int = 1024
@@ -138,7 +140,11 @@ class SIDGenerator(nn.Module):
             for _ in range(cfg.n_dec_layers)
         )
         self.dec_norm = nn.LayerNorm(d)
-        self.head = nn.Linear(d, n_codes, bias=False)
+        self.head = None if cfg.tie_embeddings else nn.Linear(d, n_codes, bias=False)
+
+    def out_weight(self) -> torch.Tensor:
+        """The output layer [n_codes, d]: its own, or the code tokens' embedding rows when tied."""
+        return self.tokens.weight[:self.pad] if self.head is None else self.head.weight
 
     def check_codes(self, sid_codes: torch.Tensor | np.ndarray) -> torch.Tensor:
         """``sid_codes`` [n_items, L] as a long tensor, checked against the capacity fixed at construction.
@@ -205,7 +211,7 @@ class SIDGenerator(nn.Module):
         target_tokens = self.item_tokens[targets]
         bos = torch.full_like(target_tokens[:, :1], self.bos)
         hidden = self.decode(torch.cat([bos, target_tokens[:, :-1]], dim=1), self.memory_kv(memory), allowed)
-        logits = self.head(hidden).masked_fill(self.off_level, float("-inf"))
+        logits = (hidden @ self.out_weight().T).masked_fill(self.off_level, float("-inf"))
         if return_states:
             return GeneratorOutput(logits, memory, allowed[:, 0, 0, :], hidden)
         return logits
@@ -237,7 +243,7 @@ class SIDGenerator(nn.Module):
             tokens = torch.cat([bos, prefix_codes + self.offsets[:level]], dim=1)
             hidden = self.decode(tokens, memory_kv, allowed, group=beam)[:, -1]
             start, end = self.level_ranges[level]
-            return F.log_softmax((hidden @ self.head.weight[start:end].T).float(), dim=-1)
+            return F.log_softmax((hidden @ self.out_weight()[start:end].T).float(), dim=-1)
 
         return beam_search(step_logprobs, trie, len(histories), beam, self.n_levels, constrained)
 
