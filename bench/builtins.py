@@ -56,6 +56,7 @@ ENCODERS = {
     "none": ("methods.encoders.text:NoVectors", "no item vectors, for tokenizers that read none (random, precomputed)"),
     "famae": ("methods.encoders.famae:FAMAE", "ReSID's field-aware masked auto-encoder: concatenated field embeddings"),
     "sasrec-emb": ("methods.encoders.sasrec_emb:SASRecEmb", "item-embedding table of a SASRec trained on the training sequences"),
+    "bert4rec-emb": ("methods.encoders.sasrec_emb:BERT4RecEmb", "item-embedding table of a BERT4Rec trained on the training sequences (ReSID's E3)"),
 }
 
 for kind, table in (("method", METHODS), ("reader", READERS), ("tokenizer", TOKENIZERS), ("encoder", ENCODERS)):

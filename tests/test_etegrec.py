@@ -106,6 +106,20 @@ def test_codes_refresh_after_each_tokenizer_epoch_and_the_trie_follows(fitted):
     assert all({"sia", "psa"} <= set(entry) for entry in facts["loss_terms"])  # no alignment warm-up at smoke size
 
 
+def test_without_end_to_end_reuses_the_full_runs_final_tokens_and_trains_a_fresh_generator(fitted, monkeypatch):
+    method, _, _, split = fitted
+    examples = Generator.examples
+    monkeypatch.setattr(Generator, "examples", staticmethod(lambda split: tuple(t[:EXAMPLES] for t in examples(split))))
+    cfg = build_config(ETEGRec, "etegrec", "smoke", {"finetune_epochs": 1, "tokenizer_lr": 0.02, "end_to_end": False})
+    ctx = FitContext(device=torch.device("cpu"), seed=0, valid=Evaluator(split, "valid"))
+    ablation = ETEGRec(cfg).fit(split, ctx)
+    assert ctx.extra["joint"]["cache_hit"]  # stage 1 came from the full run's entry
+    assert "finetune" not in ctx.extra and ctx.extra["generator"]["epochs_run"] >= 1  # a fresh, two-stage generator
+    assert np.array_equal(ablation.generator_.model_.sid_codes()[:, :3].numpy(), method.tokenizer_.codes())
+    assert ablation.generator_.model_ is not method.generator_.model_
+    assert ctx.extra["sid"]["etegrec"]["refreshes"] == method.refreshes_  # the record still shows how codes moved
+
+
 def test_alignment_weights_wait_for_the_warm_up():
     method = ETEGRec(build_config(ETEGRec, "etegrec", "default", {}))
     method.steps_per_epoch_, method.steps_ = 10, 99

@@ -18,7 +18,7 @@ from methods.encoders.famae import (
     famae_loss,
     proxy_metrics,
 )
-from methods.encoders.sasrec_emb import SASRecEmb
+from methods.encoders.sasrec_emb import BERT4RecEmb, SASRecEmb
 
 
 @pytest.fixture(scope="module")
@@ -207,3 +207,14 @@ def test_sasrec_emb_gives_one_vector_per_item_from_training_sequences_only(split
     assert np.array_equal(vectors, b.item_vectors_)
     c = SASRecEmb(**params, holdout=False).fit(perturbed_targets(split))
     assert c.item_vectors_.shape == (split.n_items, 16)
+
+
+def test_bert4rec_emb_gives_one_vector_per_item_from_training_sequences_only(split):
+    """ReSID's E3 encoder: a cloze-trained BERT4Rec's item table, blind to the validation and test targets."""
+    params = {"d_model": 16, "n_layers": 1, "d_ff": 32, "epochs": 2, "batch_size": 512, "lr": 3e-3}
+    vectors, meta = encode_items("bert4rec-emb", params, split, None)
+    assert vectors.shape == (split.n_items, 16) and vectors.dtype == np.float32
+    assert meta["fit_info"]["epochs"] == 2 and meta["fit_info"]["holdout"]
+    b = BERT4RecEmb(**params).fit(perturbed_targets(split))
+    assert np.array_equal(vectors, b.item_vectors_)
+    assert not np.allclose(vectors, SASRecEmb(**params).fit(split).item_vectors_)  # another model, other vectors

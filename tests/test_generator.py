@@ -208,6 +208,22 @@ def test_trainer_validates_every_n_epochs_and_counts_patience_in_validations():
         Trainer(dataclasses.replace(base, eval_every=0), ctx)
 
 
+def test_min_epochs_makes_a_fixed_length_run_whose_cosine_schedule_decays_to_zero_and_keeps_the_best():
+    """Issue 19's fixed-length schedule: no early stop before min_epochs; the best validated epoch is restored."""
+    from bench.nn.train import lr_factor
+
+    scores = [3.0, 2.0, 1.0, 0.5, 0.4, 0.3]  # the first validation is the best: patience 1 would stop at once
+    cfg = TrainConfig(batch_size=8, epochs=6, patience=1, min_epochs=6, schedule="cosine")
+    epochs, ctx = run_trainer(cfg, scores)
+    assert epochs == [0, 1, 2, 3, 4, 5] and ctx.extra["toy"]["best_epoch"] == 0
+    _, ctx = run_trainer(dataclasses.replace(cfg, min_epochs=0), scores)
+    assert ctx.extra["toy"]["epochs_run"] == 2  # without it, early stopping ends the run after one stale validation
+    steps = 6  # one step an epoch here: the schedule reaches its floor at the run's last step
+    assert lr_factor(steps - 1, steps, 0, "cosine") < 0.07 and lr_factor(steps, steps, 0, "cosine") == 0.0
+    with pytest.raises(ConfigError, match="min_epochs"):
+        TrainConfig(min_epochs=-1)
+
+
 # --- the phased trainer ---------------------------------------------------------------------------------------
 
 

@@ -57,6 +57,22 @@ def _record(folder, method):
     return json.loads((folder / "synthetic" / method / "seed0" / "result.json").read_text())
 
 
+def test_pretraining_reads_every_training_prefix_as_the_released_code_or_one_window_per_user(split):
+    cfg = S3RecConfig(d_model=16, n_heads=2, d_ff=32)
+    model = SASRecModel(split, cfg)
+    length = split.protocol.history_len
+    prefixes = S3RecPretrainer(split, cfg, model).windows(split)
+    assert prefixes.shape == (sum(len(s) for s in split.train_seqs), length)
+    seq = split.train_seqs[0]
+    first = prefixes[:len(seq)]  # user 0's prefixes, shortest first, each left-padded
+    for end, row in enumerate(first.tolist(), start=1):
+        kept = list(seq[max(0, end - length):end])
+        assert row == [split.pad] * (length - len(kept)) + kept
+    last = S3RecPretrainer(split, dataclasses.replace(cfg, pretrain_on="last"), model).windows(split)
+    assert last.shape == (len(split.train_seqs), length)
+    assert last[0].tolist() == first[-1].tolist()  # one window per user: the longest prefix
+
+
 def test_without_pretraining_s3rec_is_sasrec_bce(tmp_path):
     code = main(["run", "--methods", "sasrec-bce,s3rec", "--dataset", "synthetic", "--budget", "smoke",
                  "--set", "s3rec.pretrain_epochs=0", "--set", "epochs=4", "--quiet", "--out", str(tmp_path)])

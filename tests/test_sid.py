@@ -194,7 +194,7 @@ def test_composition_can_take_another_sid_methods_generator(tmp_path, capsys):
     assert resid_like.tok_codebook_size == plain.tok_codebook_size  # the tokenizer's own defaults stay
     assert dataclasses.asdict(composition("sid:famae+gaoq@resid").Config()) == dataclasses.asdict(ReSID.Config())
     code = main(["run", "--methods", "sid:text-tfidf+lsh@resid", "--dataset", "synthetic", "--budget", "smoke",
-                 "--out", str(tmp_path), "--quiet"])
+                 "--set", "epochs=1", "--out", str(tmp_path), "--quiet"])
     assert code == 0, capsys.readouterr().err
     record = json.loads((tmp_path / "synthetic" / "sid-text-tfidf_lsh@resid" / "seed0" / "result.json").read_text())
     assert record["method"] == "sid:text-tfidf+lsh@resid" and "--methods sid:text-tfidf+lsh@resid" in record["rerun"]

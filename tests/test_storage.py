@@ -26,13 +26,13 @@ def run(out, *args):
 
 def test_two_variants_are_stored_side_by_side_and_reported_apart(tmp_path, capsys):
     assert run(tmp_path) == 0
-    assert run(tmp_path, "--methods", "sasrec", "--budget", "smoke") == 0
+    assert run(tmp_path, "--methods", "sasrec", "--budget", "smoke", "--set", "epochs=2") == 0
     assert run(tmp_path, "--methods", "sasrec", "--budget", "smoke", "--set", "epochs=1") == 0
     folders = sorted(p.parent.name for p in (tmp_path / "synthetic" / "sasrec").glob("*/result.json"))
     assert folders[0] == "seed0" and len(folders) == 2 and folders[1].startswith("seed0~")
     runs, duplicates = load.collect_runs([tmp_path])
     assert not duplicates
-    assert {(r.method, r.budget) for r in runs} == {("pop", "default"), ("sasrec", "smoke"),
+    assert {(r.method, r.budget) for r in runs} == {("pop", "default"), ("sasrec [epochs=2]", "smoke"),
                                                    ("sasrec [epochs=1]", "smoke")}
     text = summary.summarize(tmp_path)
     assert "### synthetic (history 20)" in text and "### synthetic (history 20, budget smoke)" in text
@@ -58,7 +58,7 @@ def test_a_folder_claimed_by_a_live_process_is_left_alone(tmp_path, capsys):
 
 def test_two_concurrent_writers_keep_exactly_one_result(tmp_path):
     command = [sys.executable, "-m", "bench", "run", "--methods", "sasrec", "--dataset", "synthetic", "--budget",
-               "smoke", "--out", str(tmp_path), "--quiet"]
+               "smoke", "--set", "epochs=2", "--out", str(tmp_path), "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     writers = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for _ in range(2)]

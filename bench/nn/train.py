@@ -48,11 +48,17 @@ class TrainConfig:
     schedule: str = "constant"  # "constant" or "cosine" (after warm-up)
     warmup_steps: int = 0
     patience: int = 10  # validations without a better score before stopping
+    # no early stop before this many epochs: with min_epochs = epochs a run has a fixed length (its cosine
+    # schedule decays to 0 by the last epoch) and keeps its best validated checkpoint
+    min_epochs: int = 0
     eval_every: int = 1  # validate every this many epochs, and after the last one
     grad_clip: float = 1.0
 
     def __post_init__(self) -> None:  # bad values fail when the config is built, before anything trains
         check_positive(vars(self), "", names=("epochs", "batch_size", "eval_every"))
+        if self.min_epochs < 0:
+            raise ConfigError(f"min_epochs must be >= 0 (0: early stopping may stop at any validation), found "
+                              f"{self.min_epochs}")
         parse_value(self.schedule, "constant", "schedule", choices=("constant", "cosine"))
 
 
@@ -242,7 +248,7 @@ class Trainer:
                                 stale += 1
                         ctx.curve.append(point)
                         log.debug("%s", point)
-                        if validating and stale >= cfg.patience:
+                        if validating and stale >= cfg.patience and epoch + 1 >= cfg.min_epochs:
                             stop = True
                             break
                 finally:

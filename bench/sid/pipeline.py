@@ -40,13 +40,15 @@ VIEW = "view_"  # a tokenizer's extra item view: view_<name> = "ENCODER[:key=val
 DEFAULT_TEXT_ENCODER = "text-st"
 
 
-# the generator at smoke size: seconds on a CPU, for tests
+# the generator at smoke size: seconds on a CPU, for tests; no dropout (on a CPU, drawing the attention dropout
+# masks took a third of a smoke step)
 SMOKE_GENERATOR = {"d_model": 32, "n_enc_layers": 1, "n_dec_layers": 1, "n_heads": 2, "d_head": 16, "d_ff": 64,
-                   "epochs": 3, "batch_size": 256, "eval_every": 1, "patience": 2, "lr": 3e-3, "warmup_steps": 0}
+                   "epochs": 3, "batch_size": 256, "eval_every": 1, "patience": 2, "lr": 3e-3, "warmup_steps": 0,
+                   "dropout": 0.0}
 # the budget "default" picks on small datasets (under 5,000 users, e.g. synthetic): a minute or two on 2 CPU cores,
 # so the first run shows SID methods next to the ID baselines (the default budget is for GPUs)
 SMALL_GENERATOR = {**SMOKE_GENERATOR, "d_model": 64, "d_head": 32, "d_ff": 128, "epochs": 4, "batch_size": 512,
-                   "eval_every": 2, "patience": 1}
+                   "eval_every": 2, "patience": 1, "dropout": 0.1}
 
 
 def resolve_encoder(name: str, dataset: str) -> str:
@@ -204,7 +206,7 @@ def _reduced(kind: str, generator: dict[str, Any], encoder: str, tok_cls: type) 
     for view, spec in sorted(getattr(tok_cls, "views", {}).items()):
         view_encoder, _, options = spec.partition(":")
         if view_encoder != "text":
-            given = dict(pair.split("=", 1) for pair in options.split(";") if pair)
+            given = parse_pairs(options, f"{tok_cls.__name__} view {view}")
             merged = {**params(registry.get("encoder", view_encoder)), **given}
             budget[VIEW + view] = view_encoder + ":" + ";".join(f"{k}={v}" for k, v in merged.items())
     return budget

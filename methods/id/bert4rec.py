@@ -95,7 +95,8 @@ class BERT4Rec(Method):
     Config = BERT4RecConfig
     budgets = {"default": {}, "smoke": SMOKE}
 
-    def fit(self, split: Split, ctx: FitContext) -> "BERT4Rec":
+    def fit(self, split: Split, ctx: FitContext, validate: bool = True, stage: str = "train") -> "BERT4Rec":
+        """Train on ``split``'s training windows; ``validate=False`` runs every epoch with no early stopping."""
         cfg = self.config
         if not 0 < cfg.mask_prob <= 1:
             raise ConfigError(f"mask_prob must be in (0, 1], found {cfg.mask_prob}")
@@ -104,9 +105,9 @@ class BERT4Rec(Method):
         self.model_ = BERT4RecModel(split, cfg).to(ctx.device)
         windows = split.train_windows(split.protocol.history_len, min_items=1)
         ctx.extra["windows"] = len(windows)
-        Trainer(cfg, ctx, "train").fit(
+        Trainer(cfg, ctx, stage).fit(
             self.model_, (torch.from_numpy(windows),), self.loss,
-            validate=lambda: ctx.valid.evaluate(self).means,
+            validate=(lambda: ctx.valid.evaluate(self).means) if validate else None,
         )
         return self
 

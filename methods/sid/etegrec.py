@@ -44,10 +44,13 @@ from torch import nn
 
 from bench.core import registry
 from bench.core.errors import ConfigError
+from bench.core.device import current_precision
+from bench.core.io import code_digest
 from bench.core.method import FitContext, Method
 from bench.core.registry import register
 from bench.data.protocol import Split
 from bench.nn.train import Phase, Trainer
+from bench.sid import cache as stages
 from bench.sid.collisions import with_collision_token
 from bench.sid.diagnostics import sid_diagnostics
 from bench.sid.generator import Generator, GeneratorConfig
@@ -55,6 +58,9 @@ from bench.sid.pipeline import SMALL_GENERATOR, SMOKE_GENERATOR, encode_views, l
 from bench.sid.stages import SIDTable, tokenize_items
 
 SIA_SIGNS = ("code", "paper")
+STAGE1 = "etegrec-stage1"  # the stage cache's folder for stage 1's final codes
+# fields that do not change stage 1 (what comes after it), left out of its cache key
+AFTER_STAGE1 = ("end_to_end", "finetune_epochs", "finetune_lr", "finetune_patience", "beam", "constrained")
 
 
 @dataclass
@@ -244,9 +250,18 @@ class ETEGRec(Method):
         self.initial_ = {"largest_group": largest, **self._code_facts(self.previous_)}
         examples = self.generator_.examples(split)
         self.steps_per_epoch_ = math.ceil(len(examples[0]) / cfg.batch_size)
-        with ctx.stage("joint"):
-            self._stage1(examples, ctx)
-        final_raw = self.tokenizer_.codes()
+        key = stages.stage_key(self._stage1_spec(split, ctx))
+        found = None if cfg.end_to_end else stages.load(STAGE1, key)
+        if found is not None:  # w/o end-to-end after the full run of the same stage 1: its final tokens
+            final_raw, meta = found[0]["codes"], found[1]
+            self.refreshes_, self.term_log_ = meta["refreshes"], meta["loss_terms"]
+            ctx.extra["joint"] = {**meta["joint"], "cache_hit": True, "cache_key": key}
+        else:
+            with ctx.stage("joint"):
+                self._stage1(examples, ctx)
+            final_raw = self.tokenizer_.codes()
+            stages.save(STAGE1, key, {"codes": final_raw}, {"refreshes": self.refreshes_, "loss_terms": self.term_log_,
+                                                             "joint": ctx.extra["joint"]})
         if cfg.end_to_end:
             with ctx.stage("finetune"):
                 self._stage2(examples, ctx)
@@ -258,6 +273,15 @@ class ETEGRec(Method):
         return self
 
     # ---- stage 1 -------------------------------------------------------------------------------------------------
+    def _stage1_spec(self, split: Split, ctx: FitContext) -> dict[str, Any]:
+        """What determines stage 1's final codes: stage 0's entry, the options before stage 2, the seed, the
+        data and protocol, the code, the precision. ``etegrec-two-stage`` reuses a full run's entry."""
+        options = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in AFTER_STAGE1}
+        return {"stage0": self.stage0_.info.get("cache_key"), "options": options, "seed": ctx.seed,
+                "dataset": split.dataset.checksum, "protocol": split.protocol.to_dict(),
+                "code": code_digest(ETEGRec, Generator, Trainer), "device": ctx.device.type,
+                "precision": current_precision(ctx.device)}
+
     def _align_weights(self) -> tuple[float, float]:
         """SIA and PSA weights now: 0 during the first ``align_warmup_epochs`` epochs (counted in steps)."""
         cfg = self.config

@@ -1,0 +1,105 @@
+"""Why a training-free last-item kNN is level with trained SID generators on Beauty (issue 19).
+
+For every test user, the rank of the test target among the text neighbours of the user's last history item
+(text-st vectors, cosine, the last item itself left out; a repeat of the last item counts as "no neighbour").
+Users fall into buckets by that rank, and for each method with records here the script gives its test
+Recall@10 per bucket (each user's value averaged over the method's seeds) and the share of its hits that come
+from the first bucket, where `knn-last` hits by construction. Prints a Markdown report:
+
+    SIDBENCH_CACHE=.carry/cache SIDBENCH_MIRROR=../shared/data/mirror \
+        python reports/beauty/knn/explain_knn.py > reports/beauty/knn/explain.md
+
+(the text-st vectors come from the stage cache when it holds them; otherwise they are computed, minutes on a CPU).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bench import builtins  # noqa: F401  (registers the encoders)
+from bench.data.dataset import load_dataset
+from bench.data.protocol import Protocol, Split
+from bench.sid.stages import encode_items
+
+BEAUTY = Path(__file__).resolve().parent.parent
+FOLDERS = ["knn", "sid", "sid-tf32", "unified", "id-baselines"]
+METHODS = ["knn-last", "tiger", "tiger-hybrid", "resid", "sid-famae_gaoq", "sid-text-st_gaoq", "random-t5",
+           "sasrec", "sasrec-star", "unified", "unified-id-only"]
+BUCKETS = [(0, 10, "top 10"), (10, 100, "11 to 100"), (100, None, "beyond 100"), (None, None, "repeat of the last item")]
+
+
+def neighbour_ranks(split: Split, vectors: np.ndarray) -> np.ndarray:
+    """0-based rank of each test target among the last item's cosine neighbours; -1 where it is the last item."""
+    histories, targets = split.eval_inputs("test")
+    last = torch.from_numpy(histories[:, -1].astype(np.int64))
+    unit = F.normalize(torch.from_numpy(vectors).float(), dim=-1)
+    targets_t = torch.from_numpy(targets.astype(np.int64))
+    ranks = np.empty(len(targets), dtype=np.int64)
+    for start in range(0, len(targets), 2048):
+        rows = slice(start, start + 2048)
+        scores = unit[last[rows]] @ unit.T
+        scores[torch.arange(len(scores)), last[rows]] = -float("inf")
+        target_scores = scores.gather(1, targets_t[rows, None])
+        ranks[rows] = (scores > target_scores).sum(1).numpy()
+    ranks[targets == histories[:, -1]] = -1
+    return ranks
+
+
+def method_recall(name: str, n_users: int) -> tuple[np.ndarray, int] | None:
+    """Test Recall@10 per user averaged over the method's seeds (records under FOLDERS), and the seed count."""
+    for folder in FOLDERS:  # the first folder holding the method (tiger and resid: fp32 before tf32)
+        files = sorted(p for p in (BEAUTY / folder / "loo-full" / "beauty" / name).glob("seed*/per_user.npz")
+                       if "~" not in p.parent.name)
+        if files:
+            break
+    else:
+        return None
+    total = np.zeros(n_users)
+    for path in files:
+        data = np.load(path)
+        total[data["user"]] += data["recall@10"]
+    return total / len(files), len(files)
+
+
+def main() -> None:
+    split = Split(load_dataset("beauty"), Protocol())
+    vectors, meta = encode_items("text-st", {}, split, None)
+    ranks = neighbour_ranks(split, vectors)
+    masks = []
+    for low, high, label in BUCKETS:
+        if low is None:
+            mask = ranks < 0
+        else:
+            mask = (ranks >= low) & ((ranks < high) if high else True)
+        if mask.any():  # Beauty's test targets never repeat the last item: that bucket is left out there
+            masks.append((label, mask))
+    out = sys.stdout
+    out.write("# Beauty: where `knn-last`'s hits come from, and where the trained methods' do\n\n")
+    out.write(f"Test users: {len(ranks):,}. Text vectors: text-st (cache key `{meta.get('cache_key')}`). Rank of the "
+              "test target among the cosine neighbours of the user's last history item (that item left out).\n\n")
+    out.write("| target's neighbour rank | users | share |\n|---|---|---|\n")
+    for label, mask in masks:
+        out.write(f"| {label} | {int(mask.sum()):,} | {mask.mean():.4f} |\n")
+    out.write("\nTest Recall@10 per bucket (each user averaged over the method's seeds), and the share of the "
+              "method's hits whose target is a top-10 text neighbour of the last item:\n\n")
+    header = " | ".join(label for label, _ in masks)
+    out.write(f"| method | seeds | all | {header} | hits from the top-10 bucket |\n")
+    out.write("|---|---|---|" + "---|" * len(masks) + "---|\n")
+    for name in METHODS:
+        found = method_recall(name, len(ranks))
+        if found is None:
+            continue
+        recall, seeds = found
+        cells = " | ".join(f"{recall[mask].mean():.4f}" for _, mask in masks)
+        top = masks[0][1]
+        share = recall[top].sum() / recall.sum() if recall.sum() else float("nan")
+        out.write(f"| `{name}` | {seeds} | {recall.mean():.4f} | {cells} | {share:.3f} |\n")
+
+
+if __name__ == "__main__":
+    main()
