@@ -43,8 +43,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.core import registry
-from bench.core.errors import ConfigError
 from bench.core.device import current_precision
+from bench.core.errors import ConfigError
 from bench.core.io import code_digest
 from bench.core.method import FitContext, Method
 from bench.core.registry import register
@@ -289,8 +289,8 @@ class ETEGRec(Method):
             return 0.0, 0.0
         return (cfg.sia_weight if cfg.sia else 0.0), (cfg.psa_weight if cfg.psa else 0.0)
 
-    def _terms(self, batch: tuple[torch.Tensor, ...], phase: str, generation: bool, tokenizer_grad: bool,
-               generator_grad: bool) -> torch.Tensor:
+    def _terms(self, batch: tuple[torch.Tensor, ...], phase: str, generation: bool,
+               tokenizer_grad: bool) -> torch.Tensor:
         """The loss of one step of ``phase``; each term's running sum kept (as tensors, no sync) for the record."""
         histories, users, targets = batch
         gen = self.generator_.model_
@@ -301,11 +301,12 @@ class ETEGRec(Method):
         elif w_sia or w_psa:
             with torch.no_grad():  # the generator is frozen in this phase: its states are inputs
                 out = gen(histories, users, targets, return_states=True)
-        first = first_of_each(targets)
-        unique = targets[first]
-        with torch.set_grad_enabled(tokenizer_grad or bool(w_sia or w_psa) and generator_grad):
-            tok = self.tokenizer_(unique)
         terms = {"generation": ce} if generation else {}
+        if not (tokenizer_grad or w_sia or w_psa):  # a generator step in the alignment warm-up: CE alone
+            return self._logged(phase, terms, ce)
+        first = first_of_each(targets)
+        with torch.set_grad_enabled(tokenizer_grad):  # frozen in generator phases: its outputs are targets there
+            tok = self.tokenizer_(targets[first])
         if tokenizer_grad:
             terms["rq"] = tok["rq"]
         if w_sia or w_psa:
@@ -320,6 +321,10 @@ class ETEGRec(Method):
                     terms["psa"] = info_nce(self.align_.psa(bos), tok["reconstruction"], self.config.psa_tau)
         loss = (terms.get("generation", 0.0) + terms.get("rq", 0.0)
                 + w_sia * terms.get("sia", 0.0) + w_psa * terms.get("psa", 0.0))
+        return self._logged(phase, terms, loss)
+
+    def _logged(self, phase: str, terms: dict[str, torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
+        """``loss``, after adding each term to the phase's running sums (tensors: no sync with the GPU)."""
         sums = self.terms_.setdefault(phase, {})
         for name, value in terms.items():
             sums[name] = sums.get(name, 0.0) + value.detach().float()
@@ -356,9 +361,9 @@ class ETEGRec(Method):
         tok_side = self.tokenizer_.parameters
         if cfg.alternate:
             phases = [
-                Phase("tokenizer", tok_side, lambda b: self._terms(b, "tokenizer", False, True, False), epochs=1,
+                Phase("tokenizer", tok_side, lambda b: self._terms(b, "tokenizer", False, True), epochs=1,
                       lr=cfg.tokenizer_lr, on_end=self._refresh),
-                Phase("generator", gen_side, lambda b: self._terms(b, "generator", True, False, True),
+                Phase("generator", gen_side, lambda b: self._terms(b, "generator", True, False),
                       epochs=cfg.cycle - 1, on_end=lambda: self._phase_ended("generator")),
             ]
             cycles = math.ceil(cfg.epochs / cfg.cycle)
@@ -370,7 +375,7 @@ class ETEGRec(Method):
 
             phases = [Phase("joint", lambda: [{"params": gen_side()}, {"params": list(tok_side()),
                                                                        "lr": cfg.tokenizer_lr}],
-                            lambda b: self._terms(b, "joint", True, True, True), epochs=1, on_end=joint_end)]
+                            lambda b: self._terms(b, "joint", True, True), epochs=1, on_end=joint_end)]
             cycles = cfg.epochs
         model = nn.ModuleDict({"tokenizer": self.tokenizer_, "generator": self.generator_.model_,
                                "align": self.align_})  # the best checkpoint holds all three, and the codes
