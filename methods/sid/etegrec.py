@@ -5,7 +5,10 @@ is an option and the record says which ran (``extra.etegrec``).
 
 * Stage 0: an RQ-VAE (MLP 256 -> 512 -> 256 -> 128, 3 x 256 x 128, l2) fitted on 256-d ``sasrec-emb`` item
   vectors (a SASRec trained on the training split only), through the ``rqvae`` tokenizer, so it is cached with
-  its state. ETEGRec's 4th token numbers the items sharing a 3-code prefix, in item order.
+  its state. ETEGRec's 4th token numbers the items sharing a 3-code prefix, in item order. The shared
+  ``rqvae`` loop departs from the released stage 0 in three ways: it standardises the inputs, initialises the
+  codebooks by k-means on all items (released: the first batch) and keeps the learning rate constant
+  (released: linear with 50 warm-up epochs).
 * Stage 1, alternating cycles of ``cycle`` epochs: one tokenizer epoch with the generator frozen (RQ-VAE loss
   + SIA + PSA), after which every item's codes are recomputed and the generator's codes and trie refreshed;
   then ``cycle - 1`` generator epochs with the tokenizer frozen (generation loss + SIA + PSA). The alignment
