@@ -93,3 +93,14 @@ def build_config(method_cls: type, method_name: str, budget: str, overrides: dic
         return dataclasses.replace(cfg, **values)
     except ConfigError as exc:  # the config's own checks (``__post_init__``), which know no method
         raise ConfigError(f"method {method_name} {exc}") from None
+
+
+def method_variant(base: type, name: str, description: str, module: str, **defaults: Any) -> type:
+    """A subclass of method ``base`` whose config changes only ``defaults`` (an ablation), named for ``name``;
+    the caller registers it."""
+    config = dataclasses.make_dataclass(
+        f"{name.title().replace('-', '')}Config",
+        [(key, type(value), dataclasses.field(default=value)) for key, value in defaults.items()],
+        bases=(base.Config,))
+    return type(name.title().replace("-", ""), (base,), {"__doc__": description, "Config": config,
+                                                         "__module__": module})

@@ -49,7 +49,7 @@ from bench.core import registry
 from bench.core.device import current_precision
 from bench.core.errors import ConfigError
 from bench.core.io import code_digest
-from bench.core.method import FitContext, Method
+from bench.core.method import FitContext, Method, method_variant
 from bench.core.registry import register
 from bench.data.protocol import Split
 from bench.nn.train import Phase, Trainer
@@ -428,13 +428,7 @@ class ETEGRec(Method):
 
 
 def _variant(name: str, description: str, **defaults: Any) -> type[ETEGRec]:
-    config = dataclasses.make_dataclass(
-        f"{name.title().replace('-', '')}Config",
-        [(key, type(value), dataclasses.field(default=value)) for key, value in defaults.items()],
-        bases=(ETEGRecConfig,))
-    cls = type(name.title().replace("-", ""), (ETEGRec,), {"__doc__": description, "Config": config,
-                                                           "__module__": __name__})
-    return register("method", name)(cls)
+    return register("method", name)(method_variant(ETEGRec, name, description, __name__, **defaults))
 
 
 register("method", "etegrec")(ETEGRec)

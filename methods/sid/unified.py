@@ -42,7 +42,7 @@ from torch import nn
 
 from bench.core import registry
 from bench.core.errors import ConfigError
-from bench.core.method import FitContext
+from bench.core.method import FitContext, method_variant
 from bench.core.registry import register
 from bench.data.protocol import Split
 from bench.sid.collisions import resolve_collisions
@@ -218,13 +218,7 @@ class Unified(SASRec):
 
 
 def _variant(name: str, description: str, **defaults: Any) -> type[Unified]:
-    config = dataclasses.make_dataclass(
-        f"{name.title().replace('-', '')}Config",
-        [(key, type(value), dataclasses.field(default=value)) for key, value in defaults.items()],
-        bases=(UnifiedConfig,))
-    cls = type(name.title().replace("-", ""), (Unified,), {"__doc__": description, "Config": config,
-                                                           "__module__": __name__})
-    return register("method", name)(cls)
+    return register("method", name)(method_variant(Unified, name, description, __name__, **defaults))
 
 
 register("method", "unified")(Unified)
