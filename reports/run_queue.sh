@@ -26,7 +26,7 @@
 # 10,000 within 470 s, the sasrec-emb fit before it included (stop 21); plan it across chained calls.
 set -u
 RUNS=${RUNS:?set RUNS to the folder the runs write to}
-RUN="python3 -m bench run --dataset ${DATASET:-beauty} --device cuda --quiet"
+RUN="python3 -m bench run --dataset ${DATASET:-beauty} --device cuda --quiet ${RUN_ARGS:-}"  # RUN_ARGS: e.g. --precision tf32
 case "${1:-}" in
   start)
     workers=${2:?the number of runs at once}; shift 2

@@ -247,7 +247,8 @@ class Trainer:
                             else:
                                 stale += 1
                         ctx.curve.append(point)
-                        log.debug("%s", point)
+                        # under --quiet, the validated epochs go to the log (a run in a file shows its progress)
+                        log.log(logging.INFO if ctx.quiet and validating else logging.DEBUG, "%s", point)
                         if validating and stale >= cfg.patience and epoch + 1 >= cfg.min_epochs:
                             stop = True
                             break
