@@ -22,8 +22,9 @@
 # > .carry/commit`, and for letter-native (it reads LETTER's released index by URL; the device has no network)
 # `cp -r ../shared/data/mirror/raw.githubusercontent.com/Nishikata97 .carry/mirror/raw.githubusercontent.com/`.
 # Measured durations on one H200 (stop 23, three at a time): tiger-hybrid 525-569 s (345 s alone), unified-sem-only
-# 287-388 s, unified-two-stage 541 s. `letter` is longer than one call: in fp32 its tokenizer reached epoch 7,000 of
-# 10,000 within 470 s, the sasrec-emb fit before it included (stop 21); plan it across chained calls.
+# 287-388 s, unified-two-stage 541 s. Stop 24, tf32, four at a time: letter-native 508-592 s; `letter`'s tokenizer
+# ran 148-165 s per 1,000 of its 10,000 epochs next to three other runs and 38 s alone (its generator 183 s alone,
+# the sasrec-emb view 117 s): run `letter` alone or beside one generator run, across chained calls.
 set -u
 RUNS=${RUNS:?set RUNS to the folder the runs write to}
 RUN="python3 -m bench run --dataset ${DATASET:-beauty} --device cuda --quiet ${RUN_ARGS:-}"  # RUN_ARGS: e.g. --precision tf32

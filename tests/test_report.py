@@ -117,6 +117,17 @@ def test_no_runs_and_a_missing_baseline_are_clear_errors(runs, tmp_path, capsys)
     assert "--compare-to tigerr" in err and "Traceback" not in err
 
 
+def test_one_method_and_seed_in_two_precisions_is_a_clear_error(runs, tmp_path, capsys):
+    other = tmp_path / "tf32" / "synthetic" / "pop" / "seed0"
+    shutil.copytree(runs[0] / "synthetic" / "pop" / "seed0", other)
+    record = json.loads((other / "result.json").read_text())
+    record["precision"] = "tf32"
+    (other / "result.json").write_text(json.dumps(record))
+    assert main(["report", str(runs[0]), str(tmp_path / "tf32"), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "pop seed 0 in fp32" in err and "tf32" in err and "Traceback" not in err
+
+
 def test_compare_to_adds_a_significance_table_against_that_method(runs, tmp_path):
     out = tmp_path / "r"
     assert main(["report", str(runs[0]), "--out", str(out), "--baseline", "sasrec", "--compare-to", "pop"]) == 0

@@ -1,6 +1,7 @@
 import importlib
 import json
 import os
+import time
 
 import numpy as np
 import pytest
@@ -235,6 +236,17 @@ def test_parallel_jobs_give_each_method_its_own_options(tmp_path):
     assert record["config"]["epochs"] == 1
     assert "--set sasrec.epochs=1" in record["rerun"]
     assert (tmp_path / "synthetic" / "pop" / "seed0" / "result.json").is_file()
+
+
+def test_gpu_neighbour_watch_keeps_the_most_seen_while_the_run_lasts(monkeypatch):
+    answers = iter([0, None, 3, 1] + [0] * 1000)  # a neighbour mid-run that is gone by the end still counts
+    monkeypatch.setattr(records, "gpu_other_processes", lambda: next(answers))
+    watch = records.GpuNeighbourWatch(interval=0.001).start()
+    while len(watch.seen) < 4:
+        time.sleep(0.001)
+    assert watch.stop() == 3
+    monkeypatch.setattr(records, "gpu_other_processes", lambda: None)
+    assert records.GpuNeighbourWatch(interval=10).start().stop() is None  # nothing known: unknown, not alone
 
 
 def test_gpu_other_processes_counts_others_and_says_unknown_when_nvidia_smi_hides_processes(monkeypatch):

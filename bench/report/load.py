@@ -40,6 +40,11 @@ class Run:
         return f"{name} [{', '.join(f'{k}={v}' for k, v in sorted(overrides.items()))}]" if overrides else name
 
     @property
+    def precision(self) -> str:
+        """The float32 matmul precision it ran at (records older than the field ran at fp32)."""
+        return str(self.record.get("precision") or (self.record.get("environment") or {}).get("precision") or "fp32")
+
+    @property
     def budget(self) -> str:
         """The budget asked for (``default`` covers the ``small`` one it picks on small datasets): runs of other
         budgets never share a table or a test."""
@@ -121,6 +126,12 @@ def collect_runs(roots: Sequence[Path]) -> tuple[list[Run], list[Run]]:
     duplicates: list[Run] = []
     for run in found:
         key = (run.group, run.dataset, protocol_key(run.protocol), run.budget, run.method, run.seed)
+        if key in used and used[key].precision != run.precision:
+            first = used[key]
+            raise ConfigError(
+                f"expected one precision per method and seed in a report, found {run.method} seed {run.seed} in "
+                f"{first.precision} ({first.folder}) and {run.precision} ({run.folder}); keeping either would "
+                f"silently drop the other: pass the folders of one precision, or put them in separate runs groups")
         if key not in used:
             used[key] = run
         elif run.ok and not used[key].ok:

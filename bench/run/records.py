@@ -21,6 +21,7 @@ import os
 import platform
 import subprocess
 import sys
+import threading
 import time
 from importlib import metadata
 from pathlib import Path
@@ -207,6 +208,40 @@ def gpu_other_processes() -> int | None:
         # PID namespace): unknown, not alone
         return None
     return len(pids - {str(os.getpid())})
+
+
+class GpuNeighbourWatch:
+    """The most other processes seen on the GPU while a run lasts: :func:`gpu_other_processes` asked at the start,
+    every ``interval`` seconds from a daemon thread, and at the end (``stop``).
+
+    Asking only at the end missed neighbours that had finished by then, so a run that shared its GPU for most of
+    its time could read as alone. ``stop`` returns None when no answer was known.
+    """
+
+    def __init__(self, interval: float = 30.0):
+        self.interval = interval
+        self.seen: list[int] = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="gpu-neighbours", daemon=True)
+
+    def _ask(self) -> None:
+        if (count := gpu_other_processes()) is not None:
+            self.seen.append(count)
+
+    def _poll(self) -> None:
+        while not self._done.wait(self.interval):
+            self._ask()
+
+    def start(self) -> GpuNeighbourWatch:
+        self._ask()
+        self._thread.start()
+        return self
+
+    def stop(self) -> int | None:
+        self._done.set()
+        self._thread.join()
+        self._ask()
+        return max(self.seen) if self.seen else None
 
 
 def environment(device: str) -> dict[str, Any]:

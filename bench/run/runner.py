@@ -362,6 +362,8 @@ class BenchmarkRun:
         if local := script_plugins(cls, config, dataset.name):
             base["rerun_note"] = (f"{', '.join(local)} was defined in the script or notebook that ran this, not in "
                                   f"an importable module: `rerun` works only where that definition is registered first")
+        # other processes on the GPU at any point of the run (their times are then upper bounds)
+        neighbours = records.GpuNeighbourWatch().start() if device.type == "cuda" else None
         try:
             model = cls(config)
             with ctx.stage("fit"):
@@ -373,6 +375,8 @@ class BenchmarkRun:
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # one failing method must not lose the others' results
+            if neighbours is not None:
+                neighbours.stop()
             log.error("%s seed %d failed: %s", method, seed, exc)
             detail = "" if isinstance(exc, SidbenchError) else traceback.format_exc()
             records.write_failure(folder, {**base, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
@@ -384,7 +388,7 @@ class BenchmarkRun:
             **base,
             "status": "ok",
             "environment": {**base["environment"],
-                            "gpu_other_processes": records.gpu_other_processes() if device.type == "cuda" else None},
+                            "gpu_other_processes": neighbours.stop() if neighbours is not None else None},
             "metrics": {"test": test.means, "valid": valid.means},
             "curve": ctx.curve or [{"epoch": 0, **valid.means}],  # a method that trains nothing: its one point
             "timings": ctx.timings,
