@@ -3,7 +3,9 @@
 # at the end (the GPU is time-sliced between processes: nine runs started at once finished nothing within a
 # 10-minute call at stop 22, while two or three at once gain over one after another).
 #
-#   RUNS=/tmp/runs bash reports/run_queue.sh start WORKERS METHOD:SEED [METHOD:SEED ...]
+#   RUNS=/tmp/runs bash reports/run_queue.sh start WORKERS 'METHOD:SEED [RUN OPTIONS]' ...
+#   RUNS=/tmp/runs bash reports/run_queue.sh start-file WORKERS FILE   (one 'METHOD:SEED [RUN OPTIONS]' per line;
+#       blank lines and lines starting with # are skipped), e.g. 'tiger:0 --set lr=0.005 --set batch_size=2048'.
 #       WORKERS processes under setsid, each taking the next unclaimed run from the list (in order, one
 #       claim folder per run under $RUNS/.claims); records land in $RUNS/loo-full, one log per run in
 #       $RUNS/logs (METHOD_SEED.log, .rc with its exit status, .start/.end with UTC times).
@@ -27,7 +29,7 @@
 # the sasrec-emb view 117 s): run `letter` alone or beside one generator run, across chained calls.
 set -u
 RUNS=${RUNS:?set RUNS to the folder the runs write to}
-RUN="python3 -m bench run --dataset ${DATASET:-beauty} --device cuda --quiet ${RUN_ARGS:-}"  # RUN_ARGS: e.g. --precision tf32
+RUN="python3 -m bench run --dataset ${DATASET:-beauty} --device ${DEVICE:-cuda} --quiet ${RUN_ARGS:-}"  # RUN_ARGS: e.g. --precision tf32
 case "${1:-}" in
   start)
     workers=${2:?the number of runs at once}; shift 2
@@ -36,14 +38,20 @@ case "${1:-}" in
     date -u +%FT%TZ > "$RUNS/logs/started"
     for _ in $(seq "$workers"); do
       setsid bash -c '
-        for item in $(cat "$0/queue"); do
-          name=${item//[:+,=]/_}
+        while IFS= read -r line; do
+          [ -n "$line" ] || continue
+          item=${line%% *}; extra=""; [ "$item" = "$line" ] || extra=${line#* }
+          name=$(printf "%s" "$line" | tr -c "A-Za-z0-9.-" "_" | cut -c1-150)
           mkdir "$0/.claims/$name" 2>/dev/null || continue   # the first worker to get here runs it
           date -u +%FT%TZ > "$0/logs/$name.start"
-          $1 --methods "${item%:*}" --seeds "${item##*:}" --out "$0/loo-full" > "$0/logs/$name.log" 2>&1
+          $1 --methods "${item%:*}" --seeds "${item##*:}" $extra --out "$0/loo-full" < /dev/null > "$0/logs/$name.log" 2>&1
           echo $? > "$0/logs/$name.rc"; date -u +%FT%TZ > "$0/logs/$name.end"
-        done' "$RUNS" "$RUN" < /dev/null > /dev/null 2>&1 &
+        done < "$0/queue"' "$RUNS" "$RUN" < /dev/null > /dev/null 2>&1 &
     done ;;
+  start-file)
+    file=${3:?a file with one run per line}; [ -f "$file" ] || { echo "no file $file" >&2; exit 2; }
+    mapfile -t lines < <(grep -v '^[[:space:]]*\(#\|$\)' "$file")
+    exec bash "$0" start "${2:?the number of runs at once}" "${lines[@]}" ;;
   wait)
     seconds=${2:?how long to wait at most}; tar_file=${3:?a tar file}
     if [ ! -f "$RUNS/queue" ]; then echo "no queue under $RUNS: a fresh machine (the runs died with the last one)"; exit 3; fi
@@ -57,5 +65,5 @@ case "${1:-}" in
     for rc in "$RUNS"/logs/*.rc; do [ -f "$rc" ] && echo "$(basename "$rc" .rc): exit $(cat "$rc")"; done
     nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null
     tar czf "$tar_file" -C "$(dirname "$RUNS")" "$(basename "$RUNS")" ;;
-  *) echo "usage: $0 start WORKERS METHOD:SEED ... | wait SECONDS TAR" >&2; exit 2 ;;
+  *) echo "usage: $0 start WORKERS 'METHOD:SEED [OPTIONS]' ... | start-file WORKERS FILE | wait SECONDS TAR" >&2; exit 2 ;;
 esac

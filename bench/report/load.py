@@ -41,8 +41,12 @@ class Run:
 
     @property
     def precision(self) -> str:
-        """The float32 matmul precision it ran at (records older than the field ran at fp32)."""
-        return str(self.record.get("precision") or (self.record.get("environment") or {}).get("precision") or "fp32")
+        """How its numbers were computed: the float32 matmul precision (records older than the field ran at
+        fp32), and the ``torch.compile`` setting when one was used (``tf32, compile reduce-overhead``)."""
+        environment = self.record.get("environment") or {}
+        precision = str(self.record.get("precision") or environment.get("precision") or "fp32")
+        compiled = self.record.get("compile") or environment.get("compile")
+        return f"{precision}, compile {compiled}" if compiled else precision
 
     @property
     def budget(self) -> str:
@@ -129,9 +133,10 @@ def collect_runs(roots: Sequence[Path]) -> tuple[list[Run], list[Run]]:
         if key in used and used[key].precision != run.precision:
             first = used[key]
             raise ConfigError(
-                f"expected one precision per method and seed in a report, found {run.method} seed {run.seed} in "
-                f"{first.precision} ({first.folder}) and {run.precision} ({run.folder}); keeping either would "
-                f"silently drop the other: pass the folders of one precision, or put them in separate runs groups")
+                f"expected one precision (and compile setting) per method and seed in a report, found "
+                f"{run.method} seed {run.seed} in {first.precision} ({first.folder}) and {run.precision} "
+                f"({run.folder}); keeping either would silently drop the other: pass the folders of one setting, "
+                f"or put them in separate runs groups")
         if key not in used:
             used[key] = run
         elif run.ok and not used[key].ok:
