@@ -263,3 +263,16 @@ def test_recipes_keep_their_values_and_processed_keys():
     assert beauty.items == {"fields": ["brand", "cat1", "cat2", "cat3", "price"], "drop_root_category": True}
     assert beauty.protocol == {"history_len": 20} and beauty.expected["users"] == 22363
     assert json.dumps(discover()["synthetic"].reader_options) == '{"seed": 0}'
+
+
+def test_a_budgets_encoder_options_stay_under_the_users_own_unless_the_encoder_changes():
+    from bench.core import registry
+
+    resid = registry.get("method", "resid")
+    smoke = dict(pair.split("=") for pair in resid.budgets["smoke"]["encoder_options"].split(";"))
+    cfg = build_config(resid, "resid", "smoke", {"encoder_options": "fields=brand,cat1;epochs=1"})
+    got = dict(pair.split("=") for pair in cfg.encoder_options.split(";"))
+    assert got == {**smoke, "fields": "brand,cat1", "epochs": "1"}  # the smoke sizes kept, the user's on top
+    cfg = build_config(resid, "resid", "smoke", {"encoder": "text-tfidf", "encoder_options": "max_features=50"})
+    assert cfg.encoder_options == "max_features=50"  # another encoder: the budget's pairs are not its own
+    assert build_config(resid, "resid", "default", {"encoder_options": "epochs=3"}).encoder_options == "epochs=3"

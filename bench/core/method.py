@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 import torch
 
 from bench.core.errors import ConfigError
-from bench.core.options import parse_options
+from bench.core.options import parse_options, parse_pairs
 
 if TYPE_CHECKING:  # the evaluator sits on a higher floor; a context only carries one
     from bench.eval.evaluator import Evaluator
@@ -88,7 +88,15 @@ def build_config(method_cls: type, method_name: str, budget: str, overrides: dic
         raise ConfigError(f"method {method_name} has no budget {budget!r}; known: {sorted(budgets)}")
     cfg = method_cls.Config()
     defaults = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
-    values = {**budgets[budget], **parse_options(overrides, defaults, prefix or f"method {method_name} ")}
+    given = parse_options(overrides, defaults, prefix or f"method {method_name} ")
+    for key, owner in getattr(method_cls, "merged_options", {}).items():
+        # "k=v;k=v" options that a budget sets for its own plugin: the user's pairs go on top of the budget's,
+        # unless the user also picks another plugin (then the budget's pairs belong to the wrong one)
+        if key in given and budgets[budget].get(key) and owner not in given:
+            pairs = {**parse_pairs(budgets[budget][key], f"budget {budget} {key}"),
+                     **parse_pairs(given[key], f"{prefix or f'method {method_name} '}{key}")}
+            given[key] = ";".join(f"{k}={v}" for k, v in pairs.items())
+    values = {**budgets[budget], **given}
     try:
         return dataclasses.replace(cfg, **values)
     except ConfigError as exc:  # the config's own checks (``__post_init__``), which know no method

@@ -18,7 +18,7 @@ record names the one used).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -125,6 +125,8 @@ class SIDMethod(Method):
     """Base of every SID method; subclasses are made by ``sid_method``."""
 
     tokenizer_name: str = ""
+    # a budget's encoder options (e.g. the smoke FAMAE's sizes) stay under the user's own, unless the encoder changes
+    merged_options: ClassVar[dict[str, str]] = {"encoder_options": "encoder"}
 
     def check_config(self) -> None:
         """The extra views' encoders and options, and the tokenizer's own ``check_params``, before any work."""

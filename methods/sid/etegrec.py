@@ -38,7 +38,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -192,6 +192,7 @@ class ETEGRec(Method):
     """ETEGRec: sasrec-emb (256-d) + RQ-VAE trained in alternation with a T5 generator (SIA + PSA), then fine-tuned."""
 
     Config = ETEGRecConfig
+    merged_options: ClassVar[dict[str, str]] = {"encoder_options": "encoder"}  # the user's pairs over a budget's
     budgets = {
         "default": {},
         "small": {**SMALL_GENERATOR, "encoder_options": "d_model=32;d_ff=64;epochs=20", "latent_dim": 16,
