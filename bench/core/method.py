@@ -88,13 +88,14 @@ def build_config(method_cls: type, method_name: str, budget: str, overrides: dic
         raise ConfigError(f"method {method_name} has no budget {budget!r}; known: {sorted(budgets)}")
     cfg = method_cls.Config()
     defaults = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
-    given = parse_options(overrides, defaults, prefix or f"method {method_name} ")
+    prefix = prefix or f"method {method_name} "
+    given = parse_options(overrides, defaults, prefix)
     for key, owner in getattr(method_cls, "merged_options", {}).items():
         # "k=v;k=v" options that a budget sets for its own plugin: the user's pairs go on top of the budget's,
         # unless the user also picks another plugin (then the budget's pairs belong to the wrong one)
         if key in given and budgets[budget].get(key) and owner not in given:
             pairs = {**parse_pairs(budgets[budget][key], f"budget {budget} {key}"),
-                     **parse_pairs(given[key], f"{prefix or f'method {method_name} '}{key}")}
+                     **parse_pairs(given[key], f"{prefix}{key}")}
             given[key] = ";".join(f"{k}={v}" for k, v in pairs.items())
     values = {**budgets[budget], **given}
     try:

@@ -32,6 +32,7 @@ from torch import nn
 
 from bench.core.errors import ConfigError
 from bench.core.method import FitContext
+from bench.core.options import parse_value
 from bench.core.registry import register
 from bench.data.dataset import Dataset
 from bench.data.protocol import Split, left_pad
@@ -194,16 +195,19 @@ class S3Rec(SASRecBCE):
     # smoke (tests): one window per user, 7 times fewer pre-training sequences; the prefixes have their own test
     budgets = {"default": {}, "smoke": {**SMOKE, "pretrain_epochs": 2, "pretrain_lr": 3e-3, "pretrain_on": "last"}}
 
+    def check_config(self) -> None:
+        """SASRec-BCE's checks and the pre-training options; the runner calls it before anything trains."""
+        super().check_config()
+        cfg = self.config
+        parse_value(cfg.pretrain_on, "prefixes", "pretrain_on", choices=("prefixes", "last"))
+        if cfg.pretrain_epochs < 0 or not 0 <= cfg.mask_ratio < 1:
+            raise ConfigError(f"need pretrain_epochs >= 0 and 0 <= mask_ratio < 1, "
+                              f"found {cfg.pretrain_epochs} and {cfg.mask_ratio}")
+
     def fit(self, split: Split, ctx: FitContext) -> "S3Rec":
         """Build SASRec's model, pre-train it (unless ``pretrain_epochs=0``), then fine-tune as SASRec-BCE."""
         cfg = self.config
         self.check_config()
-        if cfg.pretrain_on not in ("prefixes", "last"):
-            raise ConfigError(f"pretrain_on must be 'prefixes' (every training prefix, as S3-Rec's code) or 'last' "
-                              f"(one window per user), found {cfg.pretrain_on!r}")
-        if cfg.pretrain_epochs < 0 or not 0 <= cfg.mask_ratio < 1:
-            raise ConfigError(f"need pretrain_epochs >= 0 and 0 <= mask_ratio < 1, "
-                              f"found {cfg.pretrain_epochs} and {cfg.mask_ratio}")
         self.model_ = self.build(split).to(ctx.device)  # first, so initialisation matches sasrec-bce
         if cfg.pretrain_epochs > 0:
             with ctx.stage("pretrain"):
