@@ -27,6 +27,8 @@
 # 287-388 s, unified-two-stage 541 s. Stop 24, tf32, four at a time: letter-native 508-592 s; `letter`'s tokenizer
 # ran 148-165 s per 1,000 of its 10,000 epochs next to three other runs and 38 s alone (its generator 183 s alone,
 # the sasrec-emb view 117 s): run `letter` alone or beside one generator run, across chained calls.
+# Stop 25: two `letter` fits side by side ran 82 s per 1,000 epochs each (no throughput lost or gained), two
+# generators side by side 5.9-6.0 s per epoch (3.0-3.5 alone).
 set -u
 RUNS=${RUNS:?set RUNS to the folder the runs write to}
 RUN="python3 -m bench run --dataset ${DATASET:-beauty} --device ${DEVICE:-cuda} --quiet ${RUN_ARGS:-}"  # RUN_ARGS: e.g. --precision tf32
