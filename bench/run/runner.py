@@ -74,25 +74,21 @@ def check_method(name: str, cls: type, config: Any, dataset: str) -> None:
     """What a method's options hold beyond their own types, checked before anything trains: the method's
     ``check_config``, its encoder's options and, for SID methods, its tokenizer's parameters and collision step."""
     from bench.sid.collisions import COLLISION_METHODS
-    from bench.sid.pipeline import TOK, SIDMethod, resolve_encoder
-    from bench.sid.pipeline import parse_options as encoder_options
+    from bench.sid.pipeline import TOK, SIDMethod, encoder_spec
 
+    method = cls(config)
     try:
-        cls(config).check_config()
+        method.check_config()
     except ConfigError as exc:
         raise ConfigError(f"method {name}: {exc}") from None
     encoder = getattr(config, "encoder", None)
     if isinstance(encoder, str) and isinstance(getattr(config, "encoder_options", None), str):
-        resolved = resolve_encoder(encoder, dataset)
         try:
-            encoder_options(config.encoder_options, registry.get("encoder", resolved), f"encoder {resolved}")
+            encoder_spec(encoder, config.encoder_options, dataset)
         except ConfigError as exc:
             raise ConfigError(f"method {name} encoder_options: {exc}") from None
     if issubclass(cls, SIDMethod):
-        params = {f.name[len(TOK):]: getattr(config, f.name) for f in dataclasses.fields(config)
-                  if f.name.startswith(TOK)}
-        if "seed" in params and params["seed"] is None:
-            params["seed"] = 0  # None: the run's seed
+        params = method.tokenizer_params(0)  # seed None: the run's seed
         tokenizer = registry.get("tokenizer", cls.tokenizer_name)
         parse_options(params, plugin_defaults(tokenizer, "tokenizer"), f"method {name} {TOK}",
                       where=f"method {name} tokenizer {cls.tokenizer_name}")

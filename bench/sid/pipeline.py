@@ -61,11 +61,19 @@ def resolve_encoder(name: str, dataset: str) -> str:
 ENCODER_FACTS = ("fit_seconds", "dim", "device", "precision", "fit_info", "cache_key", "cache_hit", "vector_proxy")
 
 
+def encoder_spec(encoder: str, options: str, dataset: str | None = None) -> tuple[str, dict[str, Any]]:
+    """The encoder's registered name (``text`` resolved when ``dataset`` is given) and its parsed options."""
+    name = resolve_encoder(encoder, dataset) if dataset else encoder
+    return name, parse_options(options, registry.get("encoder", name), f"encoder {name}")
+
+
 def encode_with(encoder: str, options: str, split: Split, ctx: Any) -> tuple[np.ndarray, dict[str, Any]]:
     """Item vectors from ``encoder`` (``text`` resolved, ``options`` parsed; cached), and the record's encoder
     entry: its name, parameters and the E-stage's facts (what every method that reads item vectors records)."""
-    name = resolve_encoder(encoder, split.dataset.name)
-    params = parse_options(options, registry.get("encoder", name), f"encoder {name}")
+    return _encode(*encoder_spec(encoder, options, split.dataset.name), split, ctx)
+
+
+def _encode(name: str, params: dict[str, Any], split: Split, ctx: Any) -> tuple[np.ndarray, dict[str, Any]]:
     vectors, encoded = encode_items(name, params, split, ctx)
     return vectors, {"name": name, "params": params, **{k: encoded[k] for k in ENCODER_FACTS if k in encoded}}
 
@@ -90,9 +98,8 @@ def encode_views(cfg: Any, tokenizer_cls: type, split: Split, ctx: Any) -> ItemV
     encoded as the config's ``view_<name>`` says (``"ENCODER[:key=value;...]"``); all cached."""
     vectors, entries = {}, {}
     vectors[MAIN_VIEW], entries[MAIN_VIEW] = encode_with(cfg.encoder, cfg.encoder_options, split, ctx)
-    for view in sorted(getattr(tokenizer_cls, "views", None) or {}):
-        encoder, _, options = getattr(cfg, VIEW + view).partition(":")
-        vectors[view], entries[view] = encode_with(encoder, options, split, ctx)
+    for view, (name, params) in view_specs(cfg, tokenizer_cls, split.dataset.name).items():
+        vectors[view], entries[view] = _encode(name, params, split, ctx)
     return ItemViews(vectors, entries)
 
 
@@ -113,9 +120,8 @@ def view_specs(cfg: Any, tokenizer_cls: type, dataset: str | None = None) -> dic
     specs = {}
     for view in sorted(getattr(tokenizer_cls, "views", None) or {}):
         encoder, _, options = getattr(cfg, VIEW + view).partition(":")
-        name = resolve_encoder(encoder, dataset) if dataset else encoder
         try:
-            specs[view] = (name, parse_options(options, registry.get("encoder", name), f"encoder {name}"))
+            specs[view] = encoder_spec(encoder, options, dataset)
         except ConfigError as exc:
             raise ConfigError(f"{VIEW}{view}: {exc}") from None
     return specs
