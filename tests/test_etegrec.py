@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from bench.cli import main
 from bench.core.method import FitContext, build_config
@@ -15,7 +16,7 @@ from bench.data.protocol import Protocol, Split
 from bench.eval.evaluator import Evaluator
 from bench.nn.train import Trainer
 from bench.sid.generator import Generator
-from methods.sid.etegrec import ETEGRec, first_of_each, info_nce, symmetric_kl
+from methods.sid.etegrec import ETEGRec, batch_groups, first_of_each, info_nce, symmetric_kl
 
 EXAMPLES = 2048  # of synthetic's ~26k training prefixes: 2 steps an epoch keep the fit to seconds on a CPU
 
@@ -37,13 +38,28 @@ def test_info_nce_by_hand():
     cos = torch.tensor([[1.0, 1 / math.sqrt(2)], [0.0, 1 / math.sqrt(2)]]) / tau
     rows = -(cos.diag() - torch.logsumexp(cos, 1)).mean()
     cols = -(cos.diag() - torch.logsumexp(cos, 0)).mean()
-    assert info_nce(a, b, tau).item() == pytest.approx(0.5 * (rows + cols).item(), rel=1e-5)
+    assert info_nce(a, b, tau).item() == pytest.approx((rows + cols).item(), rel=1e-5)  # both directions, added
     assert info_nce(b, a, tau).item() == pytest.approx(info_nce(a, b, tau).item(), rel=1e-6)  # symmetric
 
 
 def test_first_of_each_picks_one_example_per_target():
     targets = torch.tensor([7, 3, 7, 5, 3])
     assert first_of_each(targets).tolist() == [1, 3, 0]  # targets 3, 5, 7 in sorted order, first occurrences
+
+
+def test_groups_take_unique_targets_and_negatives_per_share_of_the_batch():
+    """As over the authors' 4 GPUs: a target repeated in two shares counts once in each; a row's InfoNCE
+    negatives are its own share's rows, so the grouped loss is the mean of the shares' own losses."""
+    assert batch_groups(10, 4).tolist() == [0, 0, 0, 1, 1, 2, 2, 2, 3, 3]
+    targets = torch.tensor([7, 3, 7, 7, 3, 5])
+    groups = batch_groups(6, 2)  # [0, 0, 0, 1, 1, 1]
+    assert sorted(first_of_each(targets, groups).tolist()) == [0, 1, 3, 4, 5]
+    torch.manual_seed(0)
+    a, b = torch.randn(4, 3), torch.randn(4, 3)
+    grouped = info_nce(a, b, 0.5, batch_groups(4, 2))
+    assert grouped.item() == pytest.approx(0.5 * (info_nce(a[:2], b[:2], 0.5) + info_nce(a[2:], b[2:], 0.5)).item(),
+                                           rel=1e-5)
+    assert info_nce(a, b, 0.5, torch.zeros(4, dtype=torch.long)).item() == pytest.approx(info_nce(a, b, 0.5).item())
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +79,7 @@ def fitted():
         out = original(self, model, examples, run, *args)
         changed = {name: any(not torch.equal(a, p) for a, p in zip(before[name], module.parameters()))
                    for name, module in sides.items()}
-        epochs.append((self.stage, run.phase.name, changed))
+        epochs.append((self.stage, run.phase.name, changed, method.generator_.model_.training))
         return out
 
     examples = Generator.examples
@@ -78,10 +94,11 @@ def fitted():
 
 def test_each_phase_steps_only_its_own_side_and_stage_two_only_the_generator(fitted):
     _, _, epochs, _ = fitted
-    assert [(stage, phase) for stage, phase, _ in epochs] == [
+    assert [(stage, phase) for stage, phase, _, _ in epochs] == [
         ("joint", "tokenizer"), ("joint", "generator"), ("joint", "tokenizer"), ("joint", "generator"),
         ("finetune", "finetune")]
-    for stage, phase, changed in epochs:
+    for stage, phase, changed, generator_training in epochs:
+        assert generator_training == (phase != "tokenizer")  # the frozen generator without dropout, as released
         if phase == "tokenizer":
             assert changed == {"tokenizer": True, "generator": False, "align": False}
         elif phase == "generator":
@@ -120,12 +137,46 @@ def test_without_end_to_end_reuses_the_full_runs_final_tokens_and_trains_a_fresh
     assert ctx.extra["sid"]["etegrec"]["refreshes"] == method.refreshes_  # the record still shows how codes moved
 
 
+def test_stage_one_schedules_are_the_ones_the_authors_run_had(monkeypatch):
+    """The generator warms up over 2,000 steps and its cosine spans every stage-1 epoch (it steps in half of
+    them); the tokenizer warms up over 1,000 steps over its own epochs (the released config's ticks / 4)."""
+    from types import SimpleNamespace
+
+    method = ETEGRec(build_config(ETEGRec, "etegrec", "default", {}))
+    method.steps_per_epoch_ = 65
+    method.tokenizer_, method.align_ = nn.Linear(1, 1), nn.Linear(1, 1)
+    method.generator_ = SimpleNamespace(model_=nn.Linear(1, 1), validation=lambda ctx: None)
+    seen = {}
+
+    def fit(self, model, examples, phases=None, cycles=1, **kwargs):
+        seen.update(phases={p.name: p for p in phases}, cycles=cycles)
+
+    monkeypatch.setattr(Trainer, "fit", fit)
+    method._stage1((), None)
+    tokenizer, generator = seen["phases"]["tokenizer"], seen["phases"]["generator"]
+    assert seen["cycles"] == 200
+    assert (tokenizer.warmup_steps, tokenizer.schedule_steps, tokenizer.lr) == (1000, None, 1e-4)  # its own 200 x 65
+    assert (generator.warmup_steps, generator.schedule_steps) == (None, 400 * 65)  # None: the config's 2,000
+    assert method.config.warmup_steps == 2000 and method.config.lr == 5e-3
+
+
+def test_stage_zero_averages_the_levels_and_cuts_the_gradient_between_them():
+    params = ETEGRec(build_config(ETEGRec, "etegrec", "default", {})).tokenizer_params(0)
+    assert params["level_mean"] and params["detach_residuals"]
+    from methods.tokenizers.rqvae import RQVAE
+
+    rqvae = RQVAE(**{**params, "hidden": (8,), "latent_dim": 4, "codebook_size": 4})
+    assert rqvae.rq_weight == pytest.approx(1 / 3)
+    assert rqvae._build(6).quantizer.detach_residuals
+    assert RQVAE().rq_weight == 1.0 and not RQVAE()._build(6).quantizer.detach_residuals  # TIGER's unchanged
+
+
 def test_alignment_weights_wait_for_the_warm_up():
     method = ETEGRec(build_config(ETEGRec, "etegrec", "default", {}))
     method.steps_per_epoch_, method.steps_ = 10, 99
-    assert method._align_weights() == (0.0, 0.0)  # epoch 9 of the 10 warm-up epochs
+    assert method._align_weights() == (0.0, 0.0)  # 99 steps taken: the next is epoch 9's last, still warm-up
     method.steps_ = 100
-    assert method._align_weights() == (1e-4, 3e-4)  # the released code's weights
+    assert method._align_weights() == (1e-4, 3e-4)  # epoch 10's first step; the released code's weights
 
 
 def test_bad_options_fail_before_training(tmp_path, capsys):

@@ -358,6 +358,35 @@ def test_phased_trainer_steps_only_each_phases_parameters_with_one_optimiser_per
     assert {k: (v["epochs_run"], v["parameters"]) for k, v in facts["phases"].items()} == {"a": (4, 4), "b": (2, 4)}
 
 
+def test_a_phase_schedule_can_span_more_steps_than_it_takes():
+    """``schedule_steps`` sizes the cosine for more steps than the phase runs (ETEGRec's generator schedule
+    spans every epoch of the alternation): after its 4 of 8 steps the learning rate is half its peak."""
+    from bench.nn.train import Phase, lr_factor
+
+    model = nn.Linear(2, 1)
+    x = torch.randn(8, 2, generator=torch.Generator().manual_seed(0))
+    seen = []
+    real_adamw = torch.optim.AdamW
+
+    def adamw(*args, **kwargs):
+        seen.append(real_adamw(*args, **kwargs))
+        return seen[-1]
+
+    ctx = FitContext(device=torch.device("cpu"), seed=0, valid=None)
+    phase = Phase("a", None, lambda b: model(b[0]).pow(2).mean(), epochs=2, lr=0.1, schedule="cosine",
+                  warmup_steps=1, schedule_steps=8)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.optim, "AdamW", adamw)
+        Trainer(TrainConfig(batch_size=4), ctx, "toy").fit(model, (x,), phases=[phase])
+    assert seen[0].param_groups[0]["lr"] == pytest.approx(0.1 * lr_factor(4, 8, 1, "cosine"))
+    assert seen[0].param_groups[0]["lr"] == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * 3 / 7)))
+    assert ctx.extra["toy"]["phases"]["a"]["schedule_steps"] == 8
+    assert ctx.extra["toy"]["phases"]["a"]["warmup_steps"] == 1
+    with pytest.raises(ConfigError, match="schedule_steps must be >= 1"):
+        Trainer(TrainConfig(batch_size=4), ctx, "toy").fit(
+            model, (x,), phases=[Phase("a", None, lambda b: model(b[0]).sum(), schedule_steps=0)])
+
+
 def test_a_phase_takes_parameter_groups_with_their_own_learning_rates():
     """Two modules trained in one phase at two learning rates (ETEGRec without alternation)."""
     from bench.nn.train import Phase

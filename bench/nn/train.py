@@ -71,9 +71,12 @@ class Phase:
     their own ``lr``, e.g. a tokenizer and a generator trained together at two learning rates, ETEGRec's
     ablation without alternation). The model's other parameters are frozen while the phase
     runs. ``None`` options take the ``TrainConfig``'s value; ``warmup_steps`` and the schedule count this
-    phase's own steps over all cycles. ``on_start`` runs before each of the phase's runs (one per cycle),
-    ``on_end`` after the run's last epoch, before that epoch's validation (e.g. refresh the SIDs after a
-    tokenizer phase); training that stops early skips the ``on_end`` of the run it stops in.
+    phase's own steps over all cycles, and ``schedule_steps`` sets the schedule's horizon in those steps
+    (default: all the steps the phase can run; more leaves the cosine short of its floor, as when a schedule
+    is sized for every epoch of an alternation but steps in only some). ``on_start`` runs before each of the
+    phase's runs (one per cycle), ``on_end`` after the run's last epoch, before that epoch's validation (e.g.
+    refresh the SIDs after a tokenizer phase); training that stops early skips the ``on_end`` of the run it
+    stops in.
     """
 
     name: str
@@ -86,6 +89,7 @@ class Phase:
     schedule: str | None = None
     warmup_steps: int | None = None
     grad_clip: float | None = None
+    schedule_steps: int | None = None
     on_start: Callable[[], None] | None = None
     on_end: Callable[[], None] | None = None
 
@@ -129,6 +133,11 @@ class _PhaseRun:
         warmup = cfg.warmup_steps if phase.warmup_steps is None else phase.warmup_steps
         if schedule not in SCHEDULES:
             raise ConfigError(f"phase {phase.name!r}: schedule must be 'constant' or 'cosine', found {schedule!r}")
+        if phase.schedule_steps is not None and phase.schedule_steps < 1:
+            raise ConfigError(f"phase {phase.name!r}: schedule_steps must be >= 1 (or None: the phase's own steps), "
+                              f"found {phase.schedule_steps}")
+        steps = steps if phase.schedule_steps is None else phase.schedule_steps
+        self.warmup, self.horizon = warmup, steps
         self.grad_clip = cfg.grad_clip if phase.grad_clip is None else phase.grad_clip
         self.optimizer = torch.optim.AdamW(groups or self.params,
                                            lr=self.lr, weight_decay=weight_decay,
@@ -273,6 +282,7 @@ class Trainer:
             ctx.extra[self.stage].update(cycles=cycles, cycles_run=cycle + 1, **best_at, phases={
                 run.phase.name: {
                     "epochs": run.phase.epochs, "epochs_run": run.epochs_run, "lr": run.lr,
+                    "warmup_steps": run.warmup, "schedule_steps": run.horizon,
                     "parameters": sum(p.numel() for p in run.params),
                     "seconds_per_epoch": round(run.seconds / max(1, run.epochs_run), 3),
                 } for run in runs})

@@ -5,26 +5,38 @@ is an option and the record says which ran (``extra.etegrec``).
 
 * Stage 0: an RQ-VAE (MLP 256 -> 512 -> 256 -> 128, 3 x 256 x 128, l2) fitted on 256-d ``sasrec-emb`` item
   vectors (a SASRec trained on the training split only), through the ``rqvae`` tokenizer, so it is cached with
-  its state. ETEGRec's 4th token numbers the items sharing a 3-code prefix, in item order. The shared
-  ``rqvae`` loop departs from the released stage 0 in three ways: it standardises the inputs, initialises the
-  codebooks by k-means on all items (released: the first batch) and keeps the learning rate constant
-  (released: linear with 50 warm-up epochs).
+  its state. As released, the codebook and commitment terms are averaged over the levels and the residual
+  passed from one level to the next carries no gradient (``rqvae``'s ``level_mean`` and ``detach_residuals``).
+  ETEGRec's 4th token numbers the items sharing a 3-code prefix, in item order. The shared ``rqvae`` loop
+  departs from the released stage 0 in four ways: it standardises the inputs, initialises the codebooks by
+  k-means on all items (released: the first batch), keeps the learning rate constant (released: linear with 50
+  warm-up epochs) and does not clip gradients (released: norm 1).
 * Stage 1, alternating cycles of ``cycle`` epochs: one tokenizer epoch with the generator frozen (RQ-VAE loss
   + SIA + PSA), after which every item's codes are recomputed and the generator's codes and trie refreshed;
   then ``cycle - 1`` generator epochs with the tokenizer frozen (generation loss + SIA + PSA). The alignment
-  weights are 0 for the first ``align_warmup_epochs`` epochs. One optimiser per side (generator lr 5e-3,
-  tokenizer 1e-4, weight decay 0.05, cosine after 8,000 warm-up steps), validation on NDCG@10 every 2 epochs,
-  early stopping after 15 validations without a better one, the best checkpoint (tokenizer, generator and the
-  codes it was validated with) kept.
+  weights are 0 for the first ``align_warmup_epochs`` epochs. During tokenizer epochs the frozen generator
+  runs in eval mode (no dropout), as released. One optimiser per side (generator lr 5e-3, tokenizer 1e-4,
+  weight decay 0.05, cosine), validation on NDCG@10 every 2 epochs, early stopping after 15 validations
+  without a better one, the best checkpoint (tokenizer, generator and the codes it was validated with) kept.
+  The schedules are the ones the authors' 4-GPU run had: the released code sizes them in scheduler ticks over
+  batches of 512 (8,000 warm-up ticks for the generator, 4,000 for the tokenizer; horizons of 400 and 200
+  epochs), and under ``accelerate`` each optimiser step at the effective batch of 2,048 ticks 4 times. So the
+  generator warms up over 2,000 optimiser steps and its cosine spans all of stage 1's epochs although it
+  steps in only half of them (its learning rate ends near half its peak after 400 epochs); the tokenizer
+  warms up over 1,000 steps and its cosine spans its own epochs. ``warmup_steps=8000`` and
+  ``tokenizer_warmup_steps=4000`` take the released numbers as optimiser steps instead.
 * Stage 2: the tokenizer frozen for good; a fresh optimiser (lr 5e-4, cosine) fine-tunes the generator on the
-  generation loss alone, early-stopped.
+  generation loss alone, validated every epoch and early-stopped after 10 validations without a better one.
 
 SIA: per level, the code distribution of the target item (its latent through the residual quantiser) and of a
 projection of the mean-pooled encoder states (through the same quantiser), compared by a symmetric KL. The
 released code takes ``softmax(+distance)`` (``sia_sign="code"``), the paper ``softmax(-distance)``
-(``"paper"``). PSA: a symmetric in-batch InfoNCE (cosine, tau 0.07) between a projection of the decoder's
-BOS-step state and the tokenizer's reconstruction of the target. Both, and the RQ-VAE loss, over the batch's
-unique targets. The quantiser always runs in float32, also inside the trainer's bf16 autocast.
+(``"paper"``). PSA: an in-batch InfoNCE (cosine, tau 0.07) between a projection of the decoder's BOS-step
+state and the tokenizer's reconstruction of the target, the sum of both directions as released. Both, and the
+RQ-VAE loss, over the batch's unique targets. The released run split each batch of 2,048 over 4 GPUs, so
+its unique targets and PSA's in-batch negatives were per share of 512: ``align_groups=4`` does the same
+(each row's negatives are the rows of its share; the means run over all shares' rows at once, where the GPUs
+averaged per-share means). The two projections start from N(0, 0.02), as released. The quantiser always runs in float32, also inside the trainer's bf16 autocast.
 
 Ablations: ``sia=false``, ``psa=false``, ``alternate=false`` (one phase, everything trained jointly at the two
 learning rates, codes refreshed after every epoch), ``end_to_end=false`` (stage 0 and 1 as above, then a
@@ -80,7 +92,10 @@ class ETEGRecConfig(GeneratorConfig):
     batch_size: int = 2048
     lr: float = 5e-3
     weight_decay: float = 0.05
-    warmup_steps: int = 8000
+    # optimiser steps at batch 2,048 as the authors' 4-GPU run had them (released: 8,000 scheduler ticks, 4 per
+    # step); the generator's cosine spans all of stage 1's epochs, the tokenizer's its own (module docstring)
+    warmup_steps: int = 2000
+    tokenizer_warmup_steps: int = 1000
     eval_every: int = 2
     patience: int = 15
     # stage 0: the item vectors and the RQ-VAE
@@ -104,6 +119,9 @@ class ETEGRecConfig(GeneratorConfig):
     psa_weight: float = 3e-4
     sia_sign: str = "code"  # "code": softmax(+distance) as released; "paper": softmax(-distance)
     psa_tau: float = 0.07
+    # the batch's shares on the authors' 4 GPUs (512 each): unique targets, SIA, PSA's negatives and the RQ loss
+    # are taken per share, as data-parallel training did; 1 takes the whole batch at once
+    align_groups: int = 4
     align_warmup_epochs: int = 10
     alternate: bool = True
     end_to_end: bool = True
@@ -125,16 +143,28 @@ def symmetric_kl(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor
     return ((log_a.exp() - log_b.exp()) * (log_a - log_b)).sum(-1).mean()
 
 
-def info_nce(a: torch.Tensor, b: torch.Tensor, tau: float) -> torch.Tensor:
-    """Symmetric in-batch InfoNCE between rows of ``a`` and ``b`` (row i of each is the positive pair)."""
+def info_nce(a: torch.Tensor, b: torch.Tensor, tau: float, groups: torch.Tensor | None = None) -> torch.Tensor:
+    """In-batch InfoNCE between rows of ``a`` and ``b`` (row i of each is the positive pair), cosine over
+    ``tau``: the sum of both directions (a -> b and b -> a), as ETEGRec's code adds them. With ``groups`` (a
+    group id per row), a row's negatives are only the rows of its own group (one GPU's share of the batch)."""
     sim = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T / tau
+    if groups is not None:
+        sim = sim.masked_fill(groups[:, None] != groups[None, :], float("-inf"))
     labels = torch.arange(len(a), device=a.device)
-    return 0.5 * (F.cross_entropy(sim, labels) + F.cross_entropy(sim.T, labels))
+    return F.cross_entropy(sim, labels) + F.cross_entropy(sim.T, labels)
 
 
-def first_of_each(targets: torch.Tensor) -> torch.Tensor:
-    """Indices of the first example of each distinct target in the batch (the batch's unique targets)."""
-    _, inverse = torch.unique(targets, return_inverse=True)
+def batch_groups(size: int, groups: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The group of each of ``size`` rows cut into ``groups`` consecutive, near-equal parts (the shares of a
+    batch that data-parallel training gives each of ``groups`` GPUs)."""
+    return torch.arange(size, device=device) * groups // max(size, 1)
+
+
+def first_of_each(targets: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
+    """Indices of the first example of each distinct target in the batch (the batch's unique targets), or of
+    each distinct (group, target) pair given a group id per row."""
+    key = targets if groups is None else groups * (1 << 32) + targets
+    _, inverse = torch.unique(key, return_inverse=True)
     positions = torch.arange(len(targets), device=targets.device)
     first = torch.full((int(inverse.max()) + 1,), len(targets), device=targets.device, dtype=positions.dtype)
     return first.scatter_reduce(0, inverse, positions, reduce="amin")
@@ -143,11 +173,13 @@ def first_of_each(targets: torch.Tensor) -> torch.Tensor:
 class ETEGRecTokenizer(nn.Module):
     """The RQ-VAE of stage 0 over the (standardised) item vectors, with the alignment losses' pieces."""
 
-    def __init__(self, model: nn.Module, item_vectors: torch.Tensor, beta: float, sia_sign: str):
+    def __init__(self, model: nn.Module, item_vectors: torch.Tensor, beta: float, sia_sign: str,
+                 rq_weight: float = 1.0):
         super().__init__()
         self.model = model  # encoder, quantizer, decoder (the ``rqvae`` tokenizer's RQVAEModel)
         self.register_buffer("items", item_vectors, persistent=False)
         self.beta, self.sign = beta, 1.0 if sia_sign == "code" else -1.0
+        self.rq_weight = rq_weight  # 1 / levels: the per-level terms averaged, as in stage 0
 
     def code_logits(self, latent: torch.Tensor) -> list[torch.Tensor]:
         """Per level, the logits over its codes (sign x distance) of ``latent`` through the residual quantiser."""
@@ -165,7 +197,7 @@ class ETEGRecTokenizer(nn.Module):
             logits = [self.sign * quantizer.distances(r, level) for level, r in enumerate(out.residuals)]
             reconstruction = self.model.decoder(out.quantised)
             recon = (reconstruction - x).pow(2).mean()
-            rq = recon + out.codebook_loss + self.beta * out.commitment_loss
+            rq = recon + self.rq_weight * (out.codebook_loss + self.beta * out.commitment_loss)
         return {"latent": latent, "logits": logits, "reconstruction": reconstruction, "rq": rq, "recon": recon}
 
     @torch.no_grad()
@@ -186,6 +218,9 @@ class Alignment(nn.Module):
         super().__init__()
         self.sia = nn.Linear(d_model, latent_dim)
         self.psa = nn.Linear(d_model, item_dim)
+        for layer in (self.sia, self.psa):  # as the released model initialises its linear layers
+            nn.init.normal_(layer.weight, std=0.02)
+            nn.init.zeros_(layer.bias)
 
 
 class ETEGRec(Method):
@@ -198,12 +233,12 @@ class ETEGRec(Method):
         "small": {**SMALL_GENERATOR, "encoder_options": "d_model=32;d_ff=64;epochs=20", "latent_dim": 16,
                   "hidden": (64, 32), "codebook_size": 32, "rq_epochs": 200, "epochs": 8, "eval_every": 2,
                   "patience": 2, "align_warmup_epochs": 2, "finetune_epochs": 4, "finetune_patience": 1,
-                  "last_level_capacity": 256},
+                  "last_level_capacity": 256, "tokenizer_warmup_steps": 0},
         "smoke": {**SMOKE_GENERATOR, "encoder_options": "d_model=16;d_ff=32;epochs=2", "latent_dim": 8,
                   "hidden": (16,), "codebook_size": 8, "rq_epochs": 20, "epochs": 4, "batch_size": 1024,
                   "eval_every": 2, "patience": 5,
                   "align_warmup_epochs": 0, "finetune_epochs": 2, "finetune_patience": 2,
-                  "last_level_capacity": 512, "warmup_steps": 0},
+                  "last_level_capacity": 512, "warmup_steps": 0, "tokenizer_warmup_steps": 0},
     }
 
     def check_config(self) -> None:
@@ -213,13 +248,14 @@ class ETEGRec(Method):
         if cfg.cycle < 2 and cfg.alternate:
             raise ConfigError(f"cycle must be >= 2 (one tokenizer epoch, then cycle - 1 generator epochs), found "
                               f"{cfg.cycle}; for everything trained together set alternate=false")
-        for name in ("rq_epochs", "latent_dim", "codebook_size", "n_levels", "last_level_capacity", "finetune_epochs"):
+        for name in ("rq_epochs", "latent_dim", "codebook_size", "n_levels", "last_level_capacity", "finetune_epochs",
+                     "align_groups"):
             if getattr(cfg, name) < (0 if name == "finetune_epochs" else 1):
                 raise ConfigError(f"{name} must be >= {0 if name == 'finetune_epochs' else 1}, found {getattr(cfg, name)}")
         for name in ("tokenizer_lr", "finetune_lr", "psa_tau", "rq_lr"):
             if not getattr(cfg, name) > 0:
                 raise ConfigError(f"{name} must be > 0, found {getattr(cfg, name)}")
-        for name in ("sia_weight", "psa_weight", "align_warmup_epochs"):
+        for name in ("sia_weight", "psa_weight", "align_warmup_epochs", "tokenizer_warmup_steps"):
             if getattr(cfg, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, found {getattr(cfg, name)}")
 
@@ -228,7 +264,8 @@ class ETEGRec(Method):
         cfg = self.config
         return {"latent_dim": cfg.latent_dim, "hidden": tuple(int(h) for h in cfg.hidden), "n_levels": cfg.n_levels,
                 "codebook_size": cfg.codebook_size, "beta": cfg.beta, "epochs": cfg.rq_epochs, "lr": cfg.rq_lr,
-                "weight_decay": cfg.rq_weight_decay, "restart_every": 0, "distance": "l2", "seed": seed}
+                "weight_decay": cfg.rq_weight_decay, "restart_every": 0, "distance": "l2", "seed": seed,
+                "level_mean": True, "detach_residuals": True}
 
     # ---- stage 0 -------------------------------------------------------------------------------------------------
     def fit(self, split: Split, ctx: FitContext) -> ETEGRec:
@@ -242,7 +279,8 @@ class ETEGRec(Method):
                                           str(ctx.device), quiet=ctx.quiet)
         rqvae = rqvae_cls(**self.tokenizer_params(ctx.seed)).set_state(self.stage0_.state)
         items = torch.from_numpy((self.views_.main - rqvae.input_mean_) / rqvae.input_scale_).float()
-        self.tokenizer_ = ETEGRecTokenizer(rqvae.model_, items, cfg.beta, cfg.sia_sign).to(ctx.device)
+        self.tokenizer_ = ETEGRecTokenizer(rqvae.model_, items, cfg.beta, cfg.sia_sign,
+                                           rqvae.rq_weight).to(ctx.device)
         self.align_ = Alignment(cfg.d_model, cfg.latent_dim, items.shape[1]).to(ctx.device)
         self.refreshes_: list[dict[str, Any]] = []
         self.terms_: dict[str, dict[str, torch.Tensor]] = {}
@@ -287,7 +325,8 @@ class ETEGRec(Method):
                 "precision": current_precision(ctx.device)}
 
     def _align_weights(self) -> tuple[float, float]:
-        """SIA and PSA weights now: 0 during the first ``align_warmup_epochs`` epochs (counted in steps)."""
+        """SIA and PSA weights for the next step: 0 in the first ``align_warmup_epochs`` epochs (``steps_`` counts
+        the steps already taken, so the last step of the last warm-up epoch is still without them)."""
         cfg = self.config
         if self.steps_ < cfg.align_warmup_epochs * self.steps_per_epoch_:
             return 0.0, 0.0
@@ -298,17 +337,19 @@ class ETEGRec(Method):
         """The loss of one step of ``phase``; each term's running sum kept (as tensors, no sync) for the record."""
         histories, users, targets = batch
         gen = self.generator_.model_
+        w_sia, w_psa = self._align_weights()  # from the steps before this one: off for every warm-up epoch
         self.steps_ += 1  # only training steps come here (validation decodes through the generator alone)
-        w_sia, w_psa = self._align_weights()
         if generation:
             ce, out = gen.loss(histories, users, targets, return_states=True)
         elif w_sia or w_psa:
-            with torch.no_grad():  # the generator is frozen in this phase: its states are inputs
+            gen.eval()  # frozen in this phase, and without dropout, as released (the trainer set train mode)
+            with torch.no_grad():  # its states are inputs here
                 out = gen(histories, users, targets, return_states=True)
         terms = {"generation": ce} if generation else {}
         if not (tokenizer_grad or w_sia or w_psa):  # a generator step in the alignment warm-up: CE alone
             return self._logged(phase, terms, ce)
-        first = first_of_each(targets)
+        groups = batch_groups(len(targets), self.config.align_groups, targets.device)
+        first = first_of_each(targets, groups)
         with torch.set_grad_enabled(tokenizer_grad):  # frozen in generator phases: its outputs are targets there
             tok = self.tokenizer_(targets[first])
         if tokenizer_grad:
@@ -322,7 +363,8 @@ class ETEGRec(Method):
                     mine = self.tokenizer_.code_logits(self.align_.sia(pooled))
                     terms["sia"] = sum(symmetric_kl(a, b) for a, b in zip(tok["logits"], mine)) / len(mine)
                 if w_psa:
-                    terms["psa"] = info_nce(self.align_.psa(bos), tok["reconstruction"], self.config.psa_tau)
+                    terms["psa"] = info_nce(self.align_.psa(bos), tok["reconstruction"], self.config.psa_tau,
+                                            groups[first])
         loss = (terms.get("generation", 0.0) + terms.get("rq", 0.0)
                 + w_sia * terms.get("sia", 0.0) + w_psa * terms.get("psa", 0.0))
         return self._logged(phase, terms, loss)
@@ -366,9 +408,10 @@ class ETEGRec(Method):
         if cfg.alternate:
             phases = [
                 Phase("tokenizer", tok_side, lambda b: self._terms(b, "tokenizer", False, True), epochs=1,
-                      lr=cfg.tokenizer_lr, on_end=self._refresh),
+                      lr=cfg.tokenizer_lr, warmup_steps=cfg.tokenizer_warmup_steps, on_end=self._refresh),
                 Phase("generator", gen_side, lambda b: self._terms(b, "generator", True, False),
-                      epochs=cfg.cycle - 1, on_end=lambda: self._phase_ended("generator")),
+                      epochs=cfg.cycle - 1, schedule_steps=cfg.epochs * self.steps_per_epoch_,
+                      on_end=lambda: self._phase_ended("generator")),
             ]
             cycles = math.ceil(cfg.epochs / cfg.cycle)
         else:
@@ -394,7 +437,7 @@ class ETEGRec(Method):
         if cfg.finetune_epochs < 1:
             return
         tune = generator_config(cfg, epochs=cfg.finetune_epochs, lr=cfg.finetune_lr, patience=cfg.finetune_patience,
-                                warmup_steps=0)
+                                warmup_steps=0, eval_every=1)
         Trainer(tune, ctx, "finetune").fit(self.generator_.model_, examples, self.generator_.loss,
                                            validate=self.generator_.validation(ctx))
 

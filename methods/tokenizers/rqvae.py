@@ -15,6 +15,11 @@ Beyond TIGER: ``distance`` per level (``l2``, or ``cosine`` as the unified
 semantic/ID model uses on its earlier levels, e.g. ``"cosine,cosine,l2"``)
 and ``assignment`` per level (``nearest``, or ``sinkhorn``: LETTER's balanced
 assignment within each training batch; the final codes are nearest codes).
+ETEGRec's released RQ-VAE differs in two more ways, each an option:
+``level_mean`` averages the codebook and commitment terms over the levels
+instead of summing them, and ``detach_residuals`` cuts the gradient between
+levels (each level's residual is a constant to the encoder, so only the first
+level's commitment term reaches it).
 
 Choices where TIGER's paper is silent or unverified: the input vectors are
 centred and divided by their overall RMS (one scale for all dimensions, so
@@ -91,7 +96,8 @@ class RQVAE(Tokenizer):
     def __init__(self, latent_dim: int = 32, hidden: tuple[int, ...] = (512, 256, 128), n_levels: int = 3,
                  codebook_size: int = 256, beta: float = 0.25, epochs: int = 6000, batch_size: int = 1024,
                  lr: float = 1e-3, weight_decay: float = 0.0, restart_every: int = 1, seed: int = 0,
-                 distance: str = "l2", assignment: str = "nearest"):
+                 distance: str = "l2", assignment: str = "nearest", level_mean: bool = False,
+                 detach_residuals: bool = False):
         self.latent_dim = latent_dim
         self.hidden = hidden
         self.n_levels = n_levels
@@ -105,6 +111,8 @@ class RQVAE(Tokenizer):
         self.seed = seed
         self.distance = distance
         self.assignment = assignment
+        self.level_mean = level_mean
+        self.detach_residuals = detach_residuals
 
     def _levels(self) -> tuple[list[str], list[str]]:
         """The distance and assignment of each level, or a ``ConfigError`` naming what is wrong."""
@@ -117,7 +125,13 @@ class RQVAE(Tokenizer):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             return RQVAEModel(in_dim, [int(h) for h in self.hidden], self.latent_dim, self.n_levels,
-                              self.codebook_size, distance, assignment)
+                              self.codebook_size, distance, assignment,
+                              detach_residuals=bool(self.detach_residuals))
+
+    @property
+    def rq_weight(self) -> float:
+        """The weight of the summed per-level quantisation terms: 1, or 1 / levels with ``level_mean``."""
+        return 1.0 / self.n_levels if self.level_mean else 1.0
 
     @torch.no_grad()
     def _evaluate(self, model: RQVAEModel, x: torch.Tensor) -> dict[str, Any]:
@@ -128,7 +142,7 @@ class RQVAE(Tokenizer):
         costs = model.quantizer.distances(out.residuals[-1], self.n_levels - 1)
         model.train()
         return {"codes": out.codes, "last_costs": costs, "recon": recon,
-                "rq": out.codebook_loss + self.beta * out.commitment_loss}
+                "rq": self.rq_weight * (out.codebook_loss + self.beta * out.commitment_loss)}
 
     def fit(self, item_vectors: np.ndarray, dataset: Any = None) -> RQVAE:
         start = time.perf_counter()
@@ -148,7 +162,8 @@ class RQVAE(Tokenizer):
         initial = self._evaluate(model, x)
         training = train_quantizer(
             model, x, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
-            beta=self.beta, restart_every=self.restart_every, generator=gen, name="rqvae", quiet=self.quiet)
+            beta=self.beta, rq_weight=self.rq_weight, restart_every=self.restart_every, generator=gen, name="rqvae",
+            quiet=self.quiet)
         final = self._evaluate(model, x)
 
         codes = final["codes"].cpu().numpy().astype(np.int64)
