@@ -76,8 +76,8 @@ def check_method(name: str, cls: type, config: Any, dataset: str) -> None:
     from bench.sid.collisions import COLLISION_METHODS
     from bench.sid.pipeline import TOK, SIDMethod, encoder_spec
 
-    method = cls(config)
     try:
+        method = cls(config)
         method.check_config()
     except ConfigError as exc:
         raise ConfigError(f"method {name}: {exc}") from None

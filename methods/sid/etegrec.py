@@ -36,7 +36,8 @@ state and the tokenizer's reconstruction of the target, the sum of both directio
 RQ-VAE loss, over the batch's unique targets. The released run split each batch of 2,048 over 4 GPUs, so
 its unique targets and PSA's in-batch negatives were per share of 512: ``align_groups=4`` does the same
 (each row's negatives are the rows of its share; the means run over all shares' rows at once, where the GPUs
-averaged per-share means). The two projections start from N(0, 0.02), as released. The quantiser always runs in float32, also inside the trainer's bf16 autocast.
+averaged per-share means). The two projections start from N(0, 0.02), as released. The quantiser always runs
+in float32, also inside the trainer's bf16 autocast.
 
 Ablations: ``sia=false``, ``psa=false``, ``alternate=false`` (one phase, everything trained jointly at the two
 learning rates, codes refreshed after every epoch), ``end_to_end=false`` (stage 0 and 1 as above, then a
@@ -119,8 +120,8 @@ class ETEGRecConfig(GeneratorConfig):
     psa_weight: float = 3e-4
     sia_sign: str = "code"  # "code": softmax(+distance) as released; "paper": softmax(-distance)
     psa_tau: float = 0.07
-    # the batch's shares on the authors' 4 GPUs (512 each): unique targets, SIA, PSA's negatives and the RQ loss
-    # are taken per share, as data-parallel training did; 1 takes the whole batch at once
+    # the batch's shares on the authors' 4 GPUs (512 each): the unique targets and PSA's in-batch negatives are
+    # taken per share, as data-parallel training did; 1 takes the whole batch at once
     align_groups: int = 4
     align_warmup_epochs: int = 10
     alternate: bool = True
