@@ -16,7 +16,13 @@ from bench.data.protocol import Protocol, Split
 from bench.eval.evaluator import Evaluator
 from bench.nn.train import Trainer
 from bench.sid.generator import Generator
-from methods.sid.etegrec import ETEGRec, batch_groups, first_of_each, info_nce, symmetric_kl
+from methods.sid.etegrec import (
+    ETEGRec,
+    batch_groups,
+    first_of_each,
+    info_nce,
+    symmetric_kl,
+)
 
 EXAMPLES = 2048  # of synthetic's ~26k training prefixes: 2 steps an epoch keep the fit to seconds on a CPU
 
@@ -44,7 +50,7 @@ def test_info_nce_by_hand():
 
 def test_first_of_each_picks_one_example_per_target():
     targets = torch.tensor([7, 3, 7, 5, 3])
-    assert first_of_each(targets).tolist() == [1, 3, 0]  # targets 3, 5, 7 in sorted order, first occurrences
+    assert first_of_each(targets).tolist() == [1, 1, 0, 1, 0]  # the first 7, the first 3, the 5
 
 
 def test_groups_take_unique_targets_and_negatives_per_share_of_the_batch():
@@ -53,13 +59,52 @@ def test_groups_take_unique_targets_and_negatives_per_share_of_the_batch():
     assert batch_groups(10, 4).tolist() == [0, 0, 0, 1, 1, 2, 2, 2, 3, 3]
     targets = torch.tensor([7, 3, 7, 7, 3, 5])
     groups = batch_groups(6, 2)  # [0, 0, 0, 1, 1, 1]
-    assert sorted(first_of_each(targets, groups).tolist()) == [0, 1, 3, 4, 5]
+    assert first_of_each(targets, groups).tolist() == [1, 1, 0, 1, 1, 1]  # 7 and 3 again in the second share
     torch.manual_seed(0)
     a, b = torch.randn(4, 3), torch.randn(4, 3)
     grouped = info_nce(a, b, 0.5, batch_groups(4, 2))
     assert grouped.item() == pytest.approx(0.5 * (info_nce(a[:2], b[:2], 0.5) + info_nce(a[2:], b[2:], 0.5)).item(),
                                            rel=1e-5)
     assert info_nce(a, b, 0.5, torch.zeros(4, dtype=torch.long)).item() == pytest.approx(info_nce(a, b, 0.5).item())
+
+
+def test_weighting_the_unique_targets_equals_selecting_them():
+    """The step keeps the batch's shape (a 0/1 weight per row, so no host sync and one CUDA graph can replay
+    it): the RQ loss, SIA and PSA, and their gradients, equal those computed on the selected unique rows."""
+    from methods.sid.etegrec import ETEGRecTokenizer, weighted_mean
+    from methods.tokenizers.rqvae import RQVAE
+
+    torch.manual_seed(0)
+    rqvae = RQVAE(latent_dim=4, hidden=(8,), n_levels=3, codebook_size=5, level_mean=True, detach_residuals=True)
+    model = rqvae._build(6)
+    for codebook in model.quantizer.codebooks:
+        torch.nn.init.normal_(codebook)
+    tokenizer = ETEGRecTokenizer(model, torch.randn(20, 6), 0.25, "code", rqvae.rq_weight)
+    targets = torch.tensor([3, 7, 3, 9, 7, 1, 3, 12, 9, 5])
+    groups = batch_groups(len(targets), 2)
+    weights = first_of_each(targets, groups)
+    chosen = weights.bool()
+    states, project = torch.randn(len(targets), 4), torch.nn.Linear(4, 6)
+
+    def losses(rows, w):
+        tok = tokenizer(targets[rows], w)
+        mine = tokenizer.code_logits(states[rows])
+        sia = sum(symmetric_kl(a, b, w) for a, b in zip(tok["logits"], mine)) / len(mine)
+        psa = info_nce(project(states[rows]), tok["reconstruction"], 0.07, groups[rows], w)
+        return tok["rq"], sia, psa
+
+    def gradients(loss):
+        tokenizer.zero_grad(), project.zero_grad()
+        loss.backward()
+        return [p.grad.clone() for p in [*tokenizer.parameters(), *project.parameters()] if p.grad is not None]
+
+    masked = losses(slice(None), weights)
+    selected = losses(chosen, None)
+    for a, b in zip(masked, selected):
+        assert a.item() == pytest.approx(b.item(), rel=1e-5)
+    for a, b in zip(gradients(sum(masked)), gradients(sum(selected))):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-7)
+    assert weighted_mean(torch.tensor([1.0, 5.0, 3.0]), torch.tensor([1.0, 0.0, 1.0])).item() == 2.0
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +166,24 @@ def test_codes_refresh_after_each_tokenizer_epoch_and_the_trie_follows(fitted):
     phases = {entry["phase"] for entry in facts["loss_terms"]}
     assert phases == {"tokenizer", "generator"}
     assert all({"sia", "psa"} <= set(entry) for entry in facts["loss_terms"])  # no alignment warm-up at smoke size
+
+
+def test_each_phase_step_traces_as_one_graph(fitted):
+    """No host sync and fixed shapes: dynamo traces a tokenizer step and a generator step each as one graph
+    (the step counter and the loss bookkeeping stay outside it), so ``run --compile`` can capture them."""
+    import torch._dynamo as dynamo
+
+    method, _, _, split = fitted
+    batch = tuple(t[:256] for t in method.generator_.examples(split))
+    steps, sums = method.steps_, dict(method.terms_)
+    try:
+        for phase, generation, tokenizer_grad in (("tokenizer", False, True), ("generator", True, False)):
+            explained = dynamo.explain(lambda b: method._terms(b, phase, generation, tokenizer_grad))(batch)
+            assert explained.graph_count == 1, explained.break_reasons
+            assert explained.op_count > 100  # the losses themselves are in the graph
+    finally:
+        method.steps_, method.terms_ = steps, sums
+        dynamo.reset()
 
 
 def test_without_end_to_end_reuses_the_full_runs_final_tokens_and_trains_a_fresh_generator(fitted, monkeypatch):

@@ -37,7 +37,9 @@ RQ-VAE loss, over the batch's unique targets. The released run split each batch 
 its unique targets and PSA's in-batch negatives were per share of 512: ``align_groups=4`` does the same
 (each row's negatives are the rows of its share; the means run over all shares' rows at once, where the GPUs
 averaged per-share means). The two projections start from N(0, 0.02), as released. The quantiser always runs
-in float32, also inside the trainer's bf16 autocast.
+in float32, also inside the trainer's bf16 autocast. A step keeps the batch's shapes (the unique targets are
+a 0/1 weight per row) and never waits for the GPU, so under ``run --compile`` each phase's step traces as one
+graph.
 
 Ablations: ``sia=false``, ``psa=false``, ``alternate=false`` (one phase, everything trained jointly at the two
 learning rates, codes refreshed after every epoch), ``end_to_end=false`` (stage 0 and 1 as above, then a
@@ -138,21 +140,34 @@ def generator_config(cfg: ETEGRecConfig, **changes: Any) -> GeneratorConfig:
                                                   for f in dataclasses.fields(GeneratorConfig)}), **changes)
 
 
-def symmetric_kl(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
-    """KL(P_a || P_b) + KL(P_b || P_a), summed over the last axis and averaged over the rest."""
+def weighted_mean(values: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The mean of ``values`` [N], or their mean over the rows whose weight is 1 (weights 0 or 1)."""
+    return values.mean() if weights is None else (values * weights).sum() / weights.sum()
+
+
+def symmetric_kl(logits_a: torch.Tensor, logits_b: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """KL(P_a || P_b) + KL(P_b || P_a), summed over the last axis and averaged over the rows (those of weight 1)."""
     log_a, log_b = F.log_softmax(logits_a, -1), F.log_softmax(logits_b, -1)
-    return ((log_a.exp() - log_b.exp()) * (log_a - log_b)).sum(-1).mean()
+    return weighted_mean(((log_a.exp() - log_b.exp()) * (log_a - log_b)).sum(-1), weights)
 
 
-def info_nce(a: torch.Tensor, b: torch.Tensor, tau: float, groups: torch.Tensor | None = None) -> torch.Tensor:
+def info_nce(a: torch.Tensor, b: torch.Tensor, tau: float, groups: torch.Tensor | None = None,
+             weights: torch.Tensor | None = None) -> torch.Tensor:
     """In-batch InfoNCE between rows of ``a`` and ``b`` (row i of each is the positive pair), cosine over
     ``tau``: the sum of both directions (a -> b and b -> a), as ETEGRec's code adds them. With ``groups`` (a
-    group id per row), a row's negatives are only the rows of its own group (one GPU's share of the batch)."""
+    group id per row), a row's negatives are only the rows of its own group (one GPU's share of the batch);
+    with ``weights`` (0 or 1), only the rows of weight 1 take part, as if the others were not in the batch."""
+    n = len(a)
     sim = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T / tau
+    allowed = torch.ones(n, n, dtype=torch.bool, device=a.device)
     if groups is not None:
-        sim = sim.masked_fill(groups[:, None] != groups[None, :], float("-inf"))
-    labels = torch.arange(len(a), device=a.device)
-    return F.cross_entropy(sim, labels) + F.cross_entropy(sim.T, labels)
+        allowed = allowed & (groups[:, None] == groups[None, :])
+    if weights is not None:  # a left-out row is no one's negative; its own row still has its positive
+        allowed = (allowed & (weights[None, :] > 0)) | torch.eye(n, dtype=torch.bool, device=a.device)
+    labels = torch.arange(n, device=a.device)
+    rows = (F.cross_entropy(sim.masked_fill(~allowed, float("-inf")), labels, reduction="none")
+            + F.cross_entropy(sim.T.masked_fill(~allowed, float("-inf")), labels, reduction="none"))
+    return weighted_mean(rows, weights)
 
 
 def batch_groups(size: int, groups: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -162,13 +177,15 @@ def batch_groups(size: int, groups: int, device: torch.device | str = "cpu") -> 
 
 
 def first_of_each(targets: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
-    """Indices of the first example of each distinct target in the batch (the batch's unique targets), or of
-    each distinct (group, target) pair given a group id per row."""
+    """Float [B]: 1 at the first example of each distinct target in the batch (the batch's unique targets), or
+    of each distinct (group, target) pair given a group id per row; 0 elsewhere. Fixed shapes and no host
+    synchronisation (a stable sort, not ``unique``), so a step can be captured as one CUDA graph."""
     key = targets if groups is None else groups * (1 << 32) + targets
-    _, inverse = torch.unique(key, return_inverse=True)
-    positions = torch.arange(len(targets), device=targets.device)
-    first = torch.full((int(inverse.max()) + 1,), len(targets), device=targets.device, dtype=positions.dtype)
-    return first.scatter_reduce(0, inverse, positions, reduce="amin")
+    order = torch.sort(key, stable=True).indices
+    ordered = key[order]
+    first = torch.ones_like(ordered, dtype=torch.bool)
+    first[1:] = ordered[1:] != ordered[:-1]
+    return torch.zeros_like(first).scatter(0, order, first).float()
 
 
 class ETEGRecTokenizer(nn.Module):
@@ -188,8 +205,9 @@ class ETEGRecTokenizer(nn.Module):
         out = quantizer(latent, balanced=False)
         return [self.sign * quantizer.distances(r, level) for level, r in enumerate(out.residuals)]
 
-    def forward(self, items: torch.Tensor) -> dict[str, torch.Tensor]:
-        """For target items [U]: latent, per-level code logits, reconstruction, and the RQ-VAE loss."""
+    def forward(self, items: torch.Tensor, weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """For target items [B]: latent, per-level code logits, reconstruction, and the RQ-VAE loss (averaged
+        over the rows of weight 1 when ``weights`` are given: the batch's unique targets)."""
         with torch.autocast(self.items.device.type, enabled=False):
             x = self.items[items]
             latent = self.model.encoder(x)
@@ -197,8 +215,12 @@ class ETEGRecTokenizer(nn.Module):
             quantizer = self.model.quantizer
             logits = [self.sign * quantizer.distances(r, level) for level, r in enumerate(out.residuals)]
             reconstruction = self.model.decoder(out.quantised)
-            recon = (reconstruction - x).pow(2).mean()
-            rq = recon + self.rq_weight * (out.codebook_loss + self.beta * out.commitment_loss)
+            # per row, as the quantiser's own terms are over all rows: |x' - x|^2, and per level
+            # |e - sg[r]|^2 + beta |r - sg[e]|^2, each a mean over its dimensions
+            quantisation = sum((e - r.detach()).pow(2).mean(1) + self.beta * (r - e.detach()).pow(2).mean(1)
+                               for r, e in zip(out.residuals, out.codewords))
+            recon = weighted_mean((reconstruction - x).pow(2).mean(1), weights)
+            rq = recon + self.rq_weight * weighted_mean(quantisation, weights)
         return {"latent": latent, "logits": logits, "reconstruction": reconstruction, "rq": rq, "recon": recon}
 
     @torch.no_grad()
@@ -335,41 +357,54 @@ class ETEGRec(Method):
 
     def _terms(self, batch: tuple[torch.Tensor, ...], phase: str, generation: bool,
                tokenizer_grad: bool) -> torch.Tensor:
-        """The loss of one step of ``phase``; each term's running sum kept (as tensors, no sync) for the record."""
+        """The loss of one step of ``phase``; each term's running sum kept (as tensors, no sync) for the record.
+
+        Every tensor keeps the batch's shape: the unique targets are a 0/1 weight per row, not a selection, so
+        the step never waits for the GPU and ``run --compile`` can capture it (the bookkeeping around it runs
+        outside the compiled graph)."""
         histories, users, targets = batch
         gen = self.generator_.model_
-        w_sia, w_psa = self._align_weights()  # from the steps before this one: off for every warm-up epoch
-        self.steps_ += 1  # only training steps come here (validation decodes through the generator alone)
+        w_sia, w_psa = self._step_weights(generation)
         if generation:
             ce, out = gen.loss(histories, users, targets, return_states=True)
         elif w_sia or w_psa:
-            gen.eval()  # frozen in this phase, and without dropout, as released (the trainer set train mode)
-            with torch.no_grad():  # its states are inputs here
+            with torch.no_grad():  # the generator is frozen in this phase: its states are inputs
                 out = gen(histories, users, targets, return_states=True)
         terms = {"generation": ce} if generation else {}
         if not (tokenizer_grad or w_sia or w_psa):  # a generator step in the alignment warm-up: CE alone
             return self._logged(phase, terms, ce)
         groups = batch_groups(len(targets), self.config.align_groups, targets.device)
-        first = first_of_each(targets, groups)
+        unique = first_of_each(targets, groups)
         with torch.set_grad_enabled(tokenizer_grad):  # frozen in generator phases: its outputs are targets there
-            tok = self.tokenizer_(targets[first])
+            tok = self.tokenizer_(targets, unique)
         if tokenizer_grad:
             terms["rq"] = tok["rq"]
         if w_sia or w_psa:
-            mask = out.encoder_mask[first, :, None].float()
-            pooled = ((out.encoder_states[first].float() * mask).sum(1) / mask.sum(1))
-            bos = out.decoder_states[first, 0].float()
+            mask = out.encoder_mask[:, :, None].float()
+            pooled = (out.encoder_states.float() * mask).sum(1) / mask.sum(1)
+            bos = out.decoder_states[:, 0].float()
             with torch.autocast(pooled.device.type, enabled=False):
                 if w_sia:
                     mine = self.tokenizer_.code_logits(self.align_.sia(pooled))
-                    terms["sia"] = sum(symmetric_kl(a, b) for a, b in zip(tok["logits"], mine)) / len(mine)
+                    terms["sia"] = sum(symmetric_kl(a, b, unique) for a, b in zip(tok["logits"], mine)) / len(mine)
                 if w_psa:
                     terms["psa"] = info_nce(self.align_.psa(bos), tok["reconstruction"], self.config.psa_tau,
-                                            groups[first])
+                                            groups, unique)
         loss = (terms.get("generation", 0.0) + terms.get("rq", 0.0)
                 + w_sia * terms.get("sia", 0.0) + w_psa * terms.get("psa", 0.0))
         return self._logged(phase, terms, loss)
 
+    @torch.compiler.disable
+    def _step_weights(self, generation: bool) -> tuple[float, float]:
+        """The SIA and PSA weights of the step that starts now (then counted); in a tokenizer step that runs
+        the frozen generator, the generator goes to eval mode (no dropout), as released."""
+        weights = self._align_weights()  # from the steps before this one: off for every warm-up epoch
+        self.steps_ += 1  # only training steps come here (validation decodes through the generator alone)
+        if not generation and any(weights):
+            self.generator_.model_.eval()  # the trainer put the model in train mode at the epoch's start
+        return weights
+
+    @torch.compiler.disable
     def _logged(self, phase: str, terms: dict[str, torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
         """``loss``, after adding each term to the phase's running sums (tensors: no sync with the GPU)."""
         sums = self.terms_.setdefault(phase, {})
