@@ -81,6 +81,18 @@ def test_cosine_and_l2_pick_their_own_codes(distance, expected):
     torch.testing.assert_close(out.quantised, first + torch.tensor(codebooks[1][expected[1]])[None])
 
 
+def test_row_losses_average_to_the_quantisers_own_terms():
+    torch.manual_seed(0)
+    rq = ResidualQuantizer(3, 5, 4)
+    with torch.no_grad():
+        for codebook in rq.codebooks:
+            codebook.normal_()
+    out = rq(torch.randn(7, 4))
+    rows = out.row_losses(0.25)
+    assert rows.shape == (7,)
+    assert rows.mean().item() == pytest.approx((out.codebook_loss + 0.25 * out.commitment_loss).item(), rel=1e-6)
+
+
 def test_soft_assign_is_a_distribution_per_level_that_favours_the_codes():
     torch.manual_seed(0)
     quantizer = ResidualQuantizer(2, (5, 3), 4, distance="cosine,l2")

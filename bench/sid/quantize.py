@@ -108,6 +108,12 @@ class QuantizerOutput:
     commitment_loss: torch.Tensor  # sum over levels of mean |r - sg[e]|^2
     reconstruction: torch.Tensor | None = None
 
+    def row_losses(self, beta: float) -> torch.Tensor:
+        """Per row [n], the sum over levels of |e - sg[r]|^2 + ``beta`` |r - sg[e]|^2, each a mean over the
+        dimensions: ``codebook_loss + beta * commitment_loss`` is their mean (for a loss over some rows only)."""
+        return sum((e - r.detach()).pow(2).mean(1) + beta * (r - e.detach()).pow(2).mean(1)
+                   for r, e in zip(self.residuals, self.codewords))
+
 
 class ResidualQuantizer(nn.Module):
     """``n_levels`` codebooks of ``codebook_size`` x ``dim``, a distance and an assignment per level."""

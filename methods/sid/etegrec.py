@@ -215,12 +215,8 @@ class ETEGRecTokenizer(nn.Module):
             quantizer = self.model.quantizer
             logits = [self.sign * quantizer.distances(r, level) for level, r in enumerate(out.residuals)]
             reconstruction = self.model.decoder(out.quantised)
-            # per row, as the quantiser's own terms are over all rows: |x' - x|^2, and per level
-            # |e - sg[r]|^2 + beta |r - sg[e]|^2, each a mean over its dimensions
-            quantisation = sum((e - r.detach()).pow(2).mean(1) + self.beta * (r - e.detach()).pow(2).mean(1)
-                               for r, e in zip(out.residuals, out.codewords))
-            recon = weighted_mean((reconstruction - x).pow(2).mean(1), weights)
-            rq = recon + self.rq_weight * weighted_mean(quantisation, weights)
+            recon = weighted_mean((reconstruction - x).pow(2).mean(1), weights)  # per row, then over the rows
+            rq = recon + self.rq_weight * weighted_mean(out.row_losses(self.beta), weights)
         return {"latent": latent, "logits": logits, "reconstruction": reconstruction, "rq": rq, "recon": recon}
 
     @torch.no_grad()
