@@ -53,6 +53,23 @@ def test_first_of_each_picks_one_example_per_target():
     assert first_of_each(targets).tolist() == [1, 1, 0, 1, 0]  # the first 7, the first 3, the 5
 
 
+def test_first_of_each_matches_a_loop_over_the_rows():
+    """Large target ids and unordered groups: the first row of every (group, target) pair, in row order."""
+    generator = torch.Generator().manual_seed(0)
+    targets = torch.randint(0, 5, (200,), generator=generator) * 10**9  # ids far beyond int32 as well
+    groups = torch.randint(0, 4, (200,), generator=generator)
+    seen, expected = set(), []
+    for g, t in zip(groups.tolist(), targets.tolist()):
+        expected.append(float((g, t) not in seen))
+        seen.add((g, t))
+    assert first_of_each(targets, groups).tolist() == expected
+    seen, expected = set(), []
+    for t in targets.tolist():
+        expected.append(float(t not in seen))
+        seen.add(t)
+    assert first_of_each(targets).tolist() == expected
+
+
 def test_groups_take_unique_targets_and_negatives_per_share_of_the_batch():
     """As over the authors' 4 GPUs: a target repeated in two shares counts once in each; a row's InfoNCE
     negatives are its own share's rows, so the grouped loss is the mean of the shares' own losses."""

@@ -179,12 +179,18 @@ def batch_groups(size: int, groups: int, device: torch.device | str = "cpu") -> 
 def first_of_each(targets: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
     """Float [B]: 1 at the first example of each distinct target in the batch (the batch's unique targets), or
     of each distinct (group, target) pair given a group id per row; 0 elsewhere. Fixed shapes and no host
-    synchronisation (a stable sort, not ``unique``), so a step can be captured as one CUDA graph."""
-    key = targets if groups is None else groups * (1 << 32) + targets
-    order = torch.sort(key, stable=True).indices
-    ordered = key[order]
+    synchronisation (stable sorts, not ``unique``), so a step can be captured as one CUDA graph. Pairs are
+    ordered by two stable sorts, not by one combined key: inductor (torch 2.11) put a key's 2**32 factor into
+    an int32 Triton kernel that failed to compile on the H200."""
+    order = torch.sort(targets, stable=True).indices
+    if groups is not None:  # by group, then by target within a group
+        order = order[torch.sort(groups[order], stable=True).indices]
+    ordered = targets[order]
     first = torch.ones_like(ordered, dtype=torch.bool)
     first[1:] = ordered[1:] != ordered[:-1]
+    if groups is not None:
+        ordered_groups = groups[order]
+        first[1:] |= ordered_groups[1:] != ordered_groups[:-1]
     return torch.zeros_like(first).scatter(0, order, first).float()
 
 
