@@ -29,6 +29,10 @@
 # the sasrec-emb view 117 s): run `letter` alone or beside one generator run, across chained calls.
 # Stop 25: two `letter` fits side by side ran 82 s per 1,000 epochs each (no throughput lost or gained), two
 # generators side by side 5.9-6.0 s per epoch (3.0-3.5 alone).
+# Stop 26: etegrec 641 s alone (but for its last 95 s; stage 1 144 epochs: generator epochs 3.03 s, tokenizer
+# 1.29 s), 815 s next to one or two runs; a run that needs another's cache (etegrec-two-stage after etegrec) was
+# started from its own RUNS folder once the cache file existed: `until ls $SIDBENCH_CACHE/stages/etegrec-stage1/*/
+# meta.json; do sleep 5; done; RUNS=/tmp/runs/b bash reports/run_queue.sh start 1 etegrec-two-stage:0` under setsid.
 set -u
 RUNS=${RUNS:?set RUNS to the folder the runs write to}
 RUN="python3 -m bench run --dataset ${DATASET:-beauty} --device ${DEVICE:-cuda} --quiet ${RUN_ARGS:-}"  # RUN_ARGS: e.g. --precision tf32

@@ -298,3 +298,28 @@ def test_page_loads_without_errors_in_headless_chromium(chromium, built, tmp_pat
     result = _browse(chromium, built / "index.html", tmp_path, f"--screenshot={shot}", "--window-size=1400,2000")
     assert shot.is_file(), result.stderr[-2000:]
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+def test_a_long_line_legend_goes_beside_the_plot(tmp_path):
+    """Up to six lines the legend sits over the axes; more go beside them, in columns the figure widened for,
+    so that no entry covers a line or falls off the figure."""
+    from bench.report.plots import LEGEND_COLUMN, LEGEND_INSIDE, Plotter
+
+    for n in (3, 8, 30):
+        methods = [f"m{i}" for i in range(n)]
+        plotter = Plotter(tmp_path, methods)
+        with plotter._rc():
+            figure = plotter._figure(6.4 + plotter.legend_width(n), 3.4)
+            ax = figure.subplots()
+            for m in methods:
+                ax.plot([0, 1], [0, 1], label=m)
+            plotter._line_legend(figure, ax)
+            if n <= LEGEND_INSIDE:
+                assert ax.get_legend() is not None and not figure.legends
+                assert plotter.legend_width(n) == 0
+            else:
+                assert ax.get_legend() is None and len(figure.legends) == 1
+                columns = -(-n // LEGEND_COLUMN[0])
+                assert figure.legends[0]._ncols == columns
+                assert plotter.legend_width(n) == columns * LEGEND_COLUMN[1]
+                assert len(figure.legends[0].get_texts()) == n  # the entries of the one axes, once each

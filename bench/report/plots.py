@@ -14,6 +14,8 @@ from bench.report.sections import TEST_METRIC, Table, short_metric, tokenizer_se
 from bench.report.summary import METRICS
 
 SVG_SALT = "sidbench"
+LEGEND_INSIDE = 6  # legend entries that still fit over a line plot; more go beside it (the figure widens)
+LEGEND_COLUMN = (18, 2.4)  # entries per column beside a plot, and the inches each column adds
 
 
 class Plotter:
@@ -40,6 +42,21 @@ class Plotter:
         figure = Figure(figsize=(width, height), dpi=100, layout="constrained")
         FigureCanvasAgg(figure)
         return figure
+
+    def _line_legend(self, figure: Any, ax: Any) -> None:
+        """A line plot's legend (``ax``'s lines): over the axes while it has few entries, beside them once it has
+        more, in as many columns as :meth:`legend_width` made room for."""
+        handles, labels = ax.get_legend_handles_labels()
+        if len(labels) <= LEGEND_INSIDE:
+            ax.legend(fontsize=8, frameon=False)
+        else:
+            figure.legend(handles, labels, fontsize=8, frameon=False, loc="outside right upper",
+                          ncols=-(-len(labels) // LEGEND_COLUMN[0]))
+
+    @staticmethod
+    def legend_width(entries: int) -> float:
+        """Inches a line plot's figure grows by for a legend of ``entries`` beside it."""
+        return 0.0 if entries <= LEGEND_INSIDE else -(-entries // LEGEND_COLUMN[0]) * LEGEND_COLUMN[1]
 
     def _save(self, figure: Any, name: str, title: str, caption: str) -> dict[str, str]:
         buffer = io.BytesIO()
@@ -96,8 +113,9 @@ class Plotter:
             return None
         multi_stage = {m for m, _, s, _ in lines if len({s2 for m2, _, s2, _ in lines if m2 == m}) > 1}
         styles = ["-", "--", ":", "-."]
+        labels = {f"{m} ({s})" if m in multi_stage else m for m, _, s, _ in lines}
         with self._rc():
-            figure = self._figure(6.4, 3.4)
+            figure = self._figure(6.4 + self.legend_width(len(labels)), 3.4)
             ax = figure.subplots()
             labelled = set()
             for method, _seed, stage, points in lines:
@@ -110,7 +128,7 @@ class Plotter:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_xlabel("epoch")
             ax.set_ylabel(f"validation {short_metric(TEST_METRIC)}")
-            ax.legend(fontsize=8, frameon=False)
+            self._line_legend(figure, ax)
             return self._save(figure, f"{table.id}-curves", "Training curves",
                               f"Validation {short_metric(TEST_METRIC)} per epoch, one line per seed.")
 
@@ -135,7 +153,8 @@ class Plotter:
         if not panels:
             return None
         with self._rc():
-            figure = self._figure(3.3 * len(panels) + 0.6, 3.0)
+            methods = {m for _, points in panels for m in points}
+            figure = self._figure(3.3 * len(panels) + 0.6 + self.legend_width(len(methods)), 3.0)
             axes = figure.subplots(1, len(panels), squeeze=False)[0]
             for ax, (key, points) in zip(axes, panels, strict=True):
                 for method, values in points.items():
@@ -144,7 +163,7 @@ class Plotter:
                 ax.set_xlabel("level")
                 ax.set_ylabel(key.replace("_", " "))
                 ax.set_xticks(sorted({v[0] for vs in points.values() for v in vs}))
-            axes[0].legend(fontsize=8, frameon=False)
+            self._line_legend(figure, axes[0])
             return self._save(figure, f"{table.id}-levels", "Codebook levels",
                               f"Per-level {' and '.join(k.replace('_', ' ') for k, _ in panels)} per tokenizer "
                               f"({level_table['name']}, mean over seeds).")
