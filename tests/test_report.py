@@ -305,7 +305,7 @@ def test_a_long_line_legend_goes_beside_the_plot(tmp_path):
     so that no entry covers a line or falls off the figure."""
     from bench.report.plots import LEGEND_COLUMN, LEGEND_INSIDE, Plotter
 
-    for n in (3, 8, 30):
+    for n in (3, 8, 18, 30):
         methods = [f"m{i}" for i in range(n)]
         plotter = Plotter(tmp_path, methods)
         with plotter._rc():
@@ -319,7 +319,10 @@ def test_a_long_line_legend_goes_beside_the_plot(tmp_path):
                 assert plotter.legend_width(n) == 0
             else:
                 assert ax.get_legend() is None and len(figure.legends) == 1
-                columns = -(-n // LEGEND_COLUMN[0])
-                assert figure.legends[0]._ncols == columns
-                assert plotter.legend_width(n) == columns * LEGEND_COLUMN[1]
-                assert len(figure.legends[0].get_texts()) == n  # the entries of the one axes, once each
+                assert plotter.legend_width(n) == -(-n // LEGEND_COLUMN[0]) * LEGEND_COLUMN[1]
+                legend = figure.legends[0]
+                assert len(legend.get_texts()) == n  # the entries of the one axes, once each
+                figure.canvas.draw()
+                box, page = legend.get_window_extent(), figure.bbox
+                assert box.x0 >= ax.get_window_extent().x1  # beside the lines, not over them
+                assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0 and box.y1 <= page.y1
