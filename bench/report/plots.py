@@ -113,14 +113,17 @@ class Plotter:
             return None
         multi_stage = {m for m, _, s, _ in lines if len({s2 for m2, _, s2, _ in lines if m2 == m}) > 1}
         styles = ["-", "--", ":", "-."]
-        labels = {f"{m} ({s})" if m in multi_stage else m for m, _, s, _ in lines}
+
+        def label_of(method: str, stage: str) -> str:
+            return f"{method} ({stage})" if method in multi_stage else method
+
         with self._rc():
-            figure = self._figure(6.4 + self.legend_width(len(labels)), 3.4)
+            figure = self._figure(6.4 + self.legend_width(len({label_of(m, s) for m, _, s, _ in lines})), 3.4)
             ax = figure.subplots()
             labelled = set()
             for method, _seed, stage, points in lines:
                 stages = sorted({s for m, _, s, _ in lines if m == method})
-                label = f"{method} ({stage})" if method in multi_stage else method
+                label = label_of(method, stage)
                 ax.plot([p[0] for p in points], [p[1] for p in points], color=self.colors[method],
                         linestyle=styles[stages.index(stage) % len(styles)], linewidth=1.1, alpha=0.85,
                         label=None if label in labelled else label)

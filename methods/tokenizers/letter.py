@@ -342,7 +342,8 @@ class Letter(RQVAE):
                 if epoch % self.eval_every == 0:
                     evaluate(epoch)
                 if (epoch + 1) % max(1, self.epochs // 10) == 0:
-                    log.info("letter epoch %d/%d (%.0f s)", epoch + 1, self.epochs, time.perf_counter() - start)
+                    log.info("letter epoch %d/%d (%.0f s)", epoch + 1, self.epochs,
+                             time.perf_counter() - start)
             targets.redraw(gen)
             recluster()
 
