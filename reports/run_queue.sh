@@ -33,6 +33,13 @@
 # 1.29 s), 815 s next to one or two runs; a run that needs another's cache (etegrec-two-stage after etegrec) was
 # started from its own RUNS folder once the cache file existed: `until ls $SIDBENCH_CACHE/stages/etegrec-stage1/*/
 # meta.json; do sleep 5; done; RUNS=/tmp/runs/b bash reports/run_queue.sh start 1 etegrec-two-stage:0` under setsid.
+# Stop 27, --compile reduce-overhead (RUN_ARGS="--precision tf32 --compile reduce-overhead"): etegrec-no-align 315 s
+# and etegrec-no-psa 573 s alone, view and stage 0 from the cache (stage-1 generator epochs 1.90 s, tokenizer epochs
+# 0.14 s without alignment, 0.35 s with SIA). Two runs died the second the next device call began (the tool copies
+# the checkout again at each call); `start` now copies the code into $RUNS/src and the runs import from there.
+#   RUNS=/tmp/runs bash reports/run_queue.sh cache-back TAR
+#       pack the stage-cache entries written since the queue started, for .carry/cache/stages (next session's
+#       runs of the same seeds reuse the same views and stage-0 tokenizers while their code is unchanged).
 set -u
 RUNS=${RUNS:?set RUNS to the folder the runs write to}
 RUN="python3 -m bench run --dataset ${DATASET:-beauty} --device ${DEVICE:-cuda} --quiet ${RUN_ARGS:-}"  # RUN_ARGS: e.g. --precision tf32
@@ -40,6 +47,11 @@ case "${1:-}" in
   start)
     workers=${2:?the number of runs at once}; shift 2
     mkdir -p "$RUNS/logs" "$RUNS/.claims"
+    # the runs import from a private copy of the code: the device tool re-copies the checkout at the start of
+    # every call, and at stop 27 two runs died the second the next call began (one failed to import
+    # bench.eval.evaluator, one segfaulted)
+    root=$(cd "$(dirname "$0")/.." && pwd); rm -rf "$RUNS/src"; mkdir -p "$RUNS/src"
+    cp -r "$root/bench" "$root/methods" "$root/datasets" "$root/pyproject.toml" "$RUNS/src/"
     printf '%s\n' "$@" > "$RUNS/queue"
     date -u +%FT%TZ > "$RUNS/logs/started"
     for _ in $(seq "$workers"); do
@@ -50,7 +62,8 @@ case "${1:-}" in
           name=$(printf "%s" "$line" | tr -c "A-Za-z0-9.-" "_" | cut -c1-150)
           mkdir "$0/.claims/$name" 2>/dev/null || continue   # the first worker to get here runs it
           date -u +%FT%TZ > "$0/logs/$name.start"
-          $1 --methods "${item%:*}" --seeds "${item##*:}" $extra --out "$0/loo-full" < /dev/null > "$0/logs/$name.log" 2>&1
+          (cd "$0/src" && PYTHONPATH="$0/src" $1 --methods "${item%:*}" --seeds "${item##*:}" $extra --out "$0/loo-full" \
+             < /dev/null > "$0/logs/$name.log" 2>&1)
           echo $? > "$0/logs/$name.rc"; date -u +%FT%TZ > "$0/logs/$name.end"
         done < "$0/queue"' "$RUNS" "$RUN" < /dev/null > /dev/null 2>&1 &
     done ;;
@@ -71,5 +84,12 @@ case "${1:-}" in
     for rc in "$RUNS"/logs/*.rc; do [ -f "$rc" ] && echo "$(basename "$rc" .rc): exit $(cat "$rc")"; done
     nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null
     tar czf "$tar_file" -C "$(dirname "$RUNS")" "$(basename "$RUNS")" ;;
-  *) echo "usage: $0 start WORKERS 'METHOD:SEED [OPTIONS]' ... | start-file WORKERS FILE | wait SECONDS TAR" >&2; exit 2 ;;
+  cache-back)
+    # the stage-cache entries the queue wrote (views, stage-0 tokenizers, ETEGRec's stage-1 tokens), packed for
+    # .carry/cache/stages, so that the next session's runs of the same seed reuse them instead of refitting
+    tar_file=${2:?a tar file}; [ -f "$RUNS/logs/started" ] || { echo "no queue under $RUNS" >&2; exit 3; }
+    cd "${SIDBENCH_CACHE:?set SIDBENCH_CACHE}" && find stages -mindepth 2 -maxdepth 2 -type d -newer "$RUNS/logs/started" \
+      -print0 | tar czf "$tar_file" --null -T - && tar tzf "$tar_file" | grep -c meta.json ;;
+  *) echo "usage: $0 start WORKERS 'METHOD:SEED [OPTIONS]' ... | start-file WORKERS FILE | wait SECONDS TAR" \
+          "| cache-back TAR" >&2; exit 2 ;;
 esac
