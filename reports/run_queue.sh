@@ -87,7 +87,7 @@ case "${1:-}" in
   cache-back)
     # the stage-cache entries the queue wrote (views, stage-0 tokenizers, ETEGRec's stage-1 tokens), packed for
     # .carry/cache/stages, so that the next session's runs of the same seed reuse them instead of refitting
-    tar_file=${2:?a tar file}; [ -f "$RUNS/logs/started" ] || { echo "no queue under $RUNS" >&2; exit 3; }
+    tar_file=$(realpath -m "${2:?a tar file}"); [ -f "$RUNS/logs/started" ] || { echo "no queue under $RUNS" >&2; exit 3; }
     cd "${SIDBENCH_CACHE:?set SIDBENCH_CACHE}" && find stages -mindepth 2 -maxdepth 2 -type d -newer "$RUNS/logs/started" \
       -print0 | tar czf "$tar_file" --null -T - && tar tzf "$tar_file" | grep -c meta.json ;;
   *) echo "usage: $0 start WORKERS 'METHOD:SEED [OPTIONS]' ... | start-file WORKERS FILE | wait SECONDS TAR" \
