@@ -45,8 +45,12 @@ class Run:
         fp32), and the ``torch.compile`` setting when one was used (``tf32, compile reduce-overhead``)."""
         environment = self.record.get("environment") or {}
         precision = str(self.record.get("precision") or environment.get("precision") or "fp32")
-        compiled = self.record.get("compile") or environment.get("compile")
-        return f"{precision}, compile {compiled}" if compiled else precision
+        return f"{precision}, compile {self.compiled}" if self.compiled else precision
+
+    @property
+    def compiled(self) -> str | None:
+        """The ``torch.compile`` backend or mode its trainers ran through (``run --compile``), None when eager."""
+        return self.record.get("compile") or (self.record.get("environment") or {}).get("compile")
 
     @property
     def budget(self) -> str:
