@@ -11,7 +11,8 @@
 #       $RUNS/logs (METHOD_SEED.log, .rc with its exit status, .start/.end with UTC times).
 #   RUNS=/tmp/runs bash reports/run_queue.sh wait SECONDS TAR
 #       wait until every claimed run has an .rc and no run is left unclaimed, or SECONDS have passed, then
-#       pack $RUNS into TAR (so what finished comes back even when the rest has not).
+#       pack $RUNS into TAR (so what finished comes back even when the rest has not); POLL: seconds between
+#       looks (10). tests/test_run_queue.py runs a queue on the CPU.
 #
 # The runs survive between device calls only while the machine stays warm (a call chained within its idle
 # time); on a fresh machine `wait` says so at once instead of waiting for runs that cannot appear.
@@ -78,7 +79,7 @@ case "${1:-}" in
     while [ "$(date +%s)" -lt "$deadline" ]; do
       left=$(( $(wc -l < "$RUNS/queue") - $(ls "$RUNS/logs" | grep -c '\.rc$') ))
       [ "$left" -le 0 ] && break
-      sleep 10
+      sleep "${POLL:-10}"  # seconds between looks
     done
     date -u +%FT%TZ > "$RUNS/logs/collected"
     for rc in "$RUNS"/logs/*.rc; do [ -f "$rc" ] && echo "$(basename "$rc" .rc): exit $(cat "$rc")"; done

@@ -1,0 +1,52 @@
+"""``reports/run_queue.sh``, the driver of every committed GPU run: a queued run runs from a private copy of the
+code, records its exit status and times, and ``cache-back`` packs the stage-cache entries it wrote."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+QUEUE = ROOT / "reports" / "run_queue.sh"
+
+pytestmark = pytest.mark.skipif(shutil.which("bash") is None or shutil.which("tar") is None,
+                                reason="run_queue.sh needs bash and tar")
+
+
+def queue(runs: Path, cache: Path, *args: str) -> subprocess.CompletedProcess:
+    """``run_queue.sh ARGS`` called from the folder above ``runs``, on the synthetic data, the CPU, the smoke budget."""
+    env = {**os.environ, "RUNS": str(runs), "SIDBENCH_CACHE": str(cache), "DATASET": "synthetic", "DEVICE": "cpu",
+           "RUN_ARGS": "--budget smoke", "POLL": "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("PYTHONPATH", None)
+    return subprocess.run(["bash", str(QUEUE), *args], env=env, cwd=runs.parent, capture_output=True, text=True,
+                          timeout=300, check=False)
+
+
+def test_a_queued_run_uses_its_own_copy_of_the_code_and_its_cache_entries_come_back(tmp_path):
+    runs, cache = tmp_path / "runs", tmp_path / "cache"
+    assert queue(runs, cache, "start", "1", "sid:text-tfidf+random:0", "pop:0 --set pop.window=0").returncode == 0
+    waited = queue(runs, cache, "wait", "240", str(tmp_path / "runs.tgz"))
+    assert waited.returncode == 0, waited.stderr
+    assert "sid_text-tfidf_random_0: exit 0" in waited.stdout
+    # the second line's option is unknown: its run fails before training, and the queue says so
+    assert "pop_0_--set_pop.window_0: exit 2" in waited.stdout
+    assert (runs / "src" / "bench" / "cli.py").read_text() == (ROOT / "bench" / "cli.py").read_text()
+    record = json.loads((runs / "loo-full" / "synthetic" / "sid-text-tfidf_random" / "seed0" / "result.json")
+                        .read_text())
+    assert record["status"] == "ok" and record["budget"] == "smoke"
+    for name in ("started", "sid_text-tfidf_random_0.start", "sid_text-tfidf_random_0.end", "collected"):
+        assert (runs / "logs" / name).is_file(), name
+    with tarfile.open(tmp_path / "runs.tgz") as tar:
+        assert "runs/loo-full/synthetic/sid-text-tfidf_random/seed0/result.json" in tar.getnames()
+
+    back = queue(runs, cache, "cache-back", "stages.tgz")  # a relative path: the folder it was called from
+    assert back.returncode == 0, back.stderr
+    with tarfile.open(tmp_path / "stages.tgz") as tar:
+        names = tar.getnames()
+    assert {n.split("/")[1] for n in names if n.endswith("meta.json")} == {"encode", "tokenize"}
+    assert back.stdout.strip() == "2"
