@@ -389,7 +389,8 @@ def cost_section(table: Table) -> dict[str, Any]:
             if any("seconds_per_epoch" in t for t in train) else {"value": None, "text": "–"},
             "device": " / ".join(sorted({str((r.record.get("environment") or {}).get("device")) for r in runs})),
             "shared": sum(1 for r in runs if ((r.record.get("environment") or {}).get("gpu_other_processes") or 0) > 0),
-            "compiled": ", ".join(sorted({str(r.compiled) for r in runs if r.compiled})),
+            "compiled": sum(1 for r in runs if r.compiled),
+            "compile_modes": ", ".join(sorted({str(r.compiled) for r in runs if r.compiled})),
         })
     names = {"prepare_data": "prepare", "evaluate_valid": "eval valid", "evaluate_test": "eval test"}
     devices = sorted({r["device"] for r in rows})
