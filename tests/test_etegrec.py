@@ -58,16 +58,16 @@ def test_first_of_each_matches_a_loop_over_the_rows():
     generator = torch.Generator().manual_seed(0)
     targets = torch.randint(0, 5, (200,), generator=generator) * 10**9  # ids far beyond int32 as well
     groups = torch.randint(0, 4, (200,), generator=generator)
-    seen, expected = set(), []
-    for g, t in zip(groups.tolist(), targets.tolist()):
-        expected.append(float((g, t) not in seen))
-        seen.add((g, t))
-    assert first_of_each(targets, groups).tolist() == expected
-    seen, expected = set(), []
-    for t in targets.tolist():
-        expected.append(float(t not in seen))
-        seen.add(t)
-    assert first_of_each(targets).tolist() == expected
+
+    def first_seen(keys):
+        seen, expected = set(), []
+        for key in keys:
+            expected.append(float(key not in seen))
+            seen.add(key)
+        return expected
+
+    assert first_of_each(targets, groups).tolist() == first_seen(zip(groups.tolist(), targets.tolist()))
+    assert first_of_each(targets).tolist() == first_seen(targets.tolist())
 
 
 def test_groups_take_unique_targets_and_negatives_per_share_of_the_batch():
