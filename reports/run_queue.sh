@@ -38,6 +38,9 @@
 # and etegrec-no-psa 573 s alone, view and stage 0 from the cache (stage-1 generator epochs 1.90 s, tokenizer epochs
 # 0.14 s without alignment, 0.35 s with SIA). Two runs died the second the next device call began (the tool copies
 # the checkout again at each call); `start` now copies the code into $RUNS/src and the runs import from there.
+# Stop 28, eager: etegrec s2 and etegrec-no-sia s0 side by side 1,156 and 1,158 s; stage-1 generator epochs 9.1-9.6 s
+# each while three runs shared the H200, 6.0-6.3 s with two, 3.03 s alone (stop 26): 0.97x and 0.98x the throughput
+# of one at a time. Run ETEGRec one at a time.
 #   RUNS=/tmp/runs bash reports/run_queue.sh cache-back TAR
 #       pack the stage-cache entries written since the queue started, for .carry/cache/stages (next session's
 #       runs of the same seeds reuse the same views and stage-0 tokenizers while their code is unchanged).
