@@ -41,8 +41,8 @@
 # Stop 28, eager: etegrec s2 and etegrec-no-sia s0 side by side 1,156 and 1,158 s; stage-1 generator epochs 9.1-9.6 s
 # each while three runs shared the H200, 6.0-6.3 s with two, 3.03 s alone (stop 26): 0.97x and 0.98x the throughput
 # of one at a time. Run ETEGRec one at a time.
-#   RUNS=/tmp/runs bash reports/run_queue.sh cache-back TAR
-#       pack the stage-cache entries written since the queue started, for .carry/cache/stages (next session's
+#   RUNS=/tmp/runs bash reports/run_queue.sh cache-back TAR [KEY ...]
+#       pack the stage-cache entries written since the queue started (or the entries KEY alone), for .carry/cache/stages (next session's
 #       runs of the same seeds reuse the same views and stage-0 tokenizers while their code is unchanged).
 set -u
 RUNS=${RUNS:?set RUNS to the folder the runs write to}
@@ -90,10 +90,24 @@ case "${1:-}" in
     tar czf "$tar_file" -C "$(dirname "$RUNS")" "$(basename "$RUNS")" ;;
   cache-back)
     # the stage-cache entries the queue wrote (views, stage-0 tokenizers, ETEGRec's stage-1 tokens), packed for
-    # .carry/cache/stages, so that the next session's runs of the same seed reuse them instead of refitting
+    # .carry/cache/stages, so that the next session's runs of the same seed reuse them instead of refitting; with
+    # KEYs (a record's extra.sid.encoder.cache_key and extra.sid.tokenizer.cache_key), those entries alone: a file
+    # over 16 MiB does not come back from the device, and one 256-d view of Beauty is 12 MB
     tar_file=$(realpath -m "${2:?a tar file}"); [ -f "$RUNS/logs/started" ] || { echo "no queue under $RUNS" >&2; exit 3; }
-    cd "${SIDBENCH_CACHE:?set SIDBENCH_CACHE}" && find stages -mindepth 2 -maxdepth 2 -type d -newer "$RUNS/logs/started" \
-      -print0 | tar czf "$tar_file" --null -T - && tar tzf "$tar_file" | grep -c meta.json ;;
+    shift 2; cd "${SIDBENCH_CACHE:?set SIDBENCH_CACHE}" || exit 3
+    entries=()
+    if [ $# -gt 0 ]; then
+      for key in "$@"; do
+        found=$(find stages -mindepth 2 -maxdepth 2 -type d -name "$key" | head -1)
+        [ -n "$found" ] || { echo "cache-back: no stage-cache entry $key under $SIDBENCH_CACHE/stages;" \
+                               "expected a cache_key from a record of this machine's runs" >&2; exit 2; }
+        entries+=("$found")
+      done
+    else
+      mapfile -d '' entries < <(find stages -mindepth 2 -maxdepth 2 -type d -newer "$RUNS/logs/started" -print0)
+    fi
+    [ ${#entries[@]} -gt 0 ] || { echo "cache-back: no stage-cache entry was written since the queue started" >&2; exit 3; }
+    printf '%s\0' "${entries[@]}" | tar czf "$tar_file" --null -T - && tar tzf "$tar_file" | grep -c meta.json ;;
   *) echo "usage: $0 start WORKERS 'METHOD:SEED [OPTIONS]' ... | start-file WORKERS FILE | wait SECONDS TAR" \
-          "| cache-back TAR" >&2; exit 2 ;;
+          "| cache-back TAR [KEY ...]" >&2; exit 2 ;;
 esac

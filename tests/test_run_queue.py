@@ -1,5 +1,5 @@
 """``reports/run_queue.sh``, the driver of every committed GPU run: a queued run runs from a private copy of the
-code, records its exit status and times, and ``cache-back`` packs the stage-cache entries it wrote."""
+code, records its exit status and times, and ``cache-back`` packs the stage-cache entries it wrote (or those named)."""
 
 import json
 import os
@@ -50,3 +50,13 @@ def test_a_queued_run_uses_its_own_copy_of_the_code_and_its_cache_entries_come_b
         names = tar.getnames()
     assert {n.split("/")[1] for n in names if n.endswith("meta.json")} == {"encode", "tokenize"}
     assert back.stdout.strip() == "2"
+
+    # by key: the entries named alone (what comes back from the device must stay under 16 MiB a file)
+    key = record["extra"]["sid"]["encoder"]["cache_key"]
+    one = queue(runs, cache, "cache-back", "view.tgz", key)
+    assert one.returncode == 0, one.stderr
+    with tarfile.open(tmp_path / "view.tgz") as tar:
+        assert {n for n in tar.getnames() if n.endswith("meta.json")} == {f"stages/encode/{key}/meta.json"}
+    missing = queue(runs, cache, "cache-back", "none.tgz", key, "0123456789abcdef0123")
+    assert missing.returncode == 2 and "no stage-cache entry 0123456789abcdef0123" in missing.stderr
+    assert not (tmp_path / "none.tgz").exists()
