@@ -9,6 +9,8 @@
 #       WORKERS processes under setsid, each taking the next unclaimed run from the list (in order, one
 #       claim folder per run under $RUNS/.claims); records land in $RUNS/loo-full, one log per run in
 #       $RUNS/logs (METHOD_SEED.log, .rc with its exit status, .start/.end with UTC times).
+#   RUNS=/tmp/runs bash reports/run_queue.sh stop 'METHOD:SEED [RUN OPTIONS]' ...
+#       stop those runs (each as its queue line) if they are running; the worker takes the next line.
 #   RUNS=/tmp/runs bash reports/run_queue.sh wait SECONDS TAR
 #       wait until every claimed run has an .rc and no run is left unclaimed, or SECONDS have passed, then
 #       pack $RUNS into TAR (so what finished comes back even when the rest has not); POLL: seconds between
@@ -66,10 +68,22 @@ case "${1:-}" in
           name=$(printf "%s" "$line" | tr -c "A-Za-z0-9.-" "_" | cut -c1-150)
           mkdir "$0/.claims/$name" 2>/dev/null || continue   # the first worker to get here runs it
           date -u +%FT%TZ > "$0/logs/$name.start"
-          (cd "$0/src" && PYTHONPATH="$0/src" $1 --methods "${item%:*}" --seeds "${item##*:}" $extra --out "$0/loo-full" \
-             < /dev/null > "$0/logs/$name.log" 2>&1)
+          (cd "$0/src" && PYTHONPATH="$0/src" exec $1 --methods "${item%:*}" --seeds "${item##*:}" $extra \
+             --out "$0/loo-full" < /dev/null > "$0/logs/$name.log" 2>&1) &
+          echo $! > "$0/logs/$name.pid"; wait $!
           echo $? > "$0/logs/$name.rc"; date -u +%FT%TZ > "$0/logs/$name.end"
         done < "$0/queue"' "$RUNS" "$RUN" < /dev/null > /dev/null 2>&1 &
+    done ;;
+  stop)
+    # stop queued runs that are running (SIGTERM to the run's process; its .rc says 143), by their queue line;
+    # the worker goes on with the next line. (At stop 28 a `pkill -f` on the line's text matched the device
+    # call's own command line and ended the call instead.)
+    shift; [ $# -gt 0 ] || { echo "stop: name the runs, as their queue lines (e.g. 'etegrec-joint:0')" >&2; exit 2; }
+    for line in "$@"; do
+      name=$(printf "%s" "$line" | tr -c "A-Za-z0-9.-" "_" | cut -c1-150)
+      pid=$(cat "$RUNS/logs/$name.pid" 2>/dev/null)
+      if [ -n "$pid" ] && [ ! -f "$RUNS/logs/$name.rc" ] && kill -TERM "$pid" 2>/dev/null; then echo "stopped $line"
+      else echo "stop: $line is not running under $RUNS (no $name.pid, or it has an .rc)" >&2; exit 3; fi
     done ;;
   start-file)
     file=${3:?a file with one run per line}; [ -f "$file" ] || { echo "no file $file" >&2; exit 2; }
@@ -109,5 +123,5 @@ case "${1:-}" in
     [ ${#entries[@]} -gt 0 ] || { echo "cache-back: no stage-cache entry was written since the queue started" >&2; exit 3; }
     printf '%s\0' "${entries[@]}" | tar czf "$tar_file" --null -T - && tar tzf "$tar_file" | grep -c meta.json ;;
   *) echo "usage: $0 start WORKERS 'METHOD:SEED [OPTIONS]' ... | start-file WORKERS FILE | wait SECONDS TAR" \
-          "| cache-back TAR [KEY ...]" >&2; exit 2 ;;
+          "| cache-back TAR [KEY ...] | stop 'METHOD:SEED [OPTIONS]' ..." >&2; exit 2 ;;
 esac

@@ -1,5 +1,6 @@
 """``reports/run_queue.sh``, the driver of every committed GPU run: a queued run runs from a private copy of the
-code, records its exit status and times, and ``cache-back`` packs the stage-cache entries it wrote (or those named)."""
+code, records its exit status and times, can be stopped by its line, and ``cache-back`` packs the stage-cache entries it
+wrote (or those named)."""
 
 import json
 import os
@@ -7,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -60,3 +62,21 @@ def test_a_queued_run_uses_its_own_copy_of_the_code_and_its_cache_entries_come_b
     missing = queue(runs, cache, "cache-back", "none.tgz", key, "0123456789abcdef0123")
     assert missing.returncode == 2 and "no stage-cache entry 0123456789abcdef0123" in missing.stderr
     assert not (tmp_path / "none.tgz").exists()
+
+
+def test_stop_ends_a_running_run_and_the_worker_takes_the_next_line(tmp_path):
+    runs, cache = tmp_path / "runs", tmp_path / "cache"
+    long_run = "sid:text-tfidf+random:0 --set epochs=100000 --set patience=100000"
+    assert queue(runs, cache, "start", "1", long_run, "pop:0").returncode == 0
+    name = "sid_text-tfidf_random_0_--set_epochs_100000_--set_patience_100000"
+    log = runs / "logs" / f"{name}.log"
+    deadline = time.time() + 120
+    while "'epoch': 1," not in (log.read_text() if log.is_file() else "") and time.time() < deadline:
+        time.sleep(0.5)  # stop it once it trains
+    stopped = queue(runs, cache, "stop", long_run)
+    assert stopped.returncode == 0 and stopped.stdout.strip() == f"stopped {long_run}", stopped.stderr
+    waited = queue(runs, cache, "wait", "120", str(tmp_path / "runs.tgz"))
+    assert f"{name}: exit 143" in waited.stdout and "pop_0: exit 0" in waited.stdout, waited.stdout
+    assert not list((runs / "loo-full").rglob("sid-text-tfidf_random/*/result.json"))  # a stopped run has no record
+    again = queue(runs, cache, "stop", long_run)  # it has ended: nothing to stop, and the call says so
+    assert again.returncode == 3 and "is not running" in again.stderr
