@@ -44,7 +44,8 @@
 # each while three runs shared the H200, 6.0-6.3 s with two, 3.03 s alone (stop 26): 0.97x and 0.98x the throughput
 # of one at a time. Run ETEGRec one at a time.
 #   RUNS=/tmp/runs bash reports/run_queue.sh cache-back TAR [KEY ...]
-#       pack the stage-cache entries written since the queue started (or the entries KEY alone), for .carry/cache/stages (next session's
+#       pack the stage-cache entries written since the queue started (or the entries KEY alone; split into
+#       TAR.00, TAR.01, ... when over 15 MiB), for .carry/cache/stages (next session's
 #       runs of the same seeds reuse the same views and stage-0 tokenizers while their code is unchanged).
 set -u
 RUNS=${RUNS:?set RUNS to the folder the runs write to}
@@ -105,8 +106,9 @@ case "${1:-}" in
   cache-back)
     # the stage-cache entries the queue wrote (views, stage-0 tokenizers, ETEGRec's stage-1 tokens), packed for
     # .carry/cache/stages, so that the next session's runs of the same seed reuse them instead of refitting; with
-    # KEYs (a record's extra.sid.encoder.cache_key and extra.sid.tokenizer.cache_key), those entries alone: a file
-    # over 16 MiB does not come back from the device, and one 256-d view of Beauty is 12 MB
+    # KEYs (a record's extra.sid.encoder.cache_key and extra.sid.tokenizer.cache_key), those entries alone. A file
+    # over 16 MiB does not come back from the device (`etegrec` s0's view and stage 0 alone pack to 24.9 MB), so a
+    # larger TAR is split into TAR.00, TAR.01, ... of PART_BYTES (15 MiB) each: `cat TAR.* | tar xz` unpacks them
     tar_file=$(realpath -m "${2:?a tar file}"); [ -f "$RUNS/logs/started" ] || { echo "no queue under $RUNS" >&2; exit 3; }
     shift 2; cd "${SIDBENCH_CACHE:?set SIDBENCH_CACHE}" || exit 3
     entries=()
@@ -121,7 +123,12 @@ case "${1:-}" in
       mapfile -d '' entries < <(find stages -mindepth 2 -maxdepth 2 -type d -newer "$RUNS/logs/started" -print0)
     fi
     [ ${#entries[@]} -gt 0 ] || { echo "cache-back: no stage-cache entry was written since the queue started" >&2; exit 3; }
-    printf '%s\0' "${entries[@]}" | tar czf "$tar_file" --null -T - && tar tzf "$tar_file" | grep -c meta.json ;;
+    printf '%s\0' "${entries[@]}" | tar czf "$tar_file" --null -T - || exit 1
+    tar tzf "$tar_file" | grep -c meta.json
+    part=${PART_BYTES:-15728640}
+    if [ "$(stat -c %s "$tar_file")" -gt "$part" ]; then
+      split -b "$part" -d "$tar_file" "$tar_file." && rm "$tar_file" && ls "$tar_file".*
+    fi ;;
   *) echo "usage: $0 start WORKERS 'METHOD:SEED [OPTIONS]' ... | start-file WORKERS FILE | wait SECONDS TAR" \
           "| cache-back TAR [KEY ...] | stop 'METHOD:SEED [OPTIONS]' ..." >&2; exit 2 ;;
 esac

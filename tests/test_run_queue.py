@@ -20,10 +20,11 @@ pytestmark = pytest.mark.skipif(shutil.which("bash") is None or shutil.which("ta
                                 reason="run_queue.sh needs bash and tar")
 
 
-def queue(runs: Path, cache: Path, *args: str) -> subprocess.CompletedProcess:
+def queue(runs: Path, cache: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """``run_queue.sh ARGS`` called from the folder above ``runs``, on the synthetic data, the CPU, the smoke budget."""
     env = {**os.environ, "RUNS": str(runs), "SIDBENCH_CACHE": str(cache), "DATASET": "synthetic", "DEVICE": "cpu",
-           "RUN_ARGS": "--budget smoke", "POLL": "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+           "RUN_ARGS": "--budget smoke", "POLL": "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           **(env or {})}
     env.pop("PYTHONPATH", None)
     return subprocess.run(["bash", str(QUEUE), *args], env=env, cwd=runs.parent, capture_output=True, text=True,
                           timeout=300, check=False)
@@ -59,6 +60,15 @@ def test_a_queued_run_uses_its_own_copy_of_the_code_and_its_cache_entries_come_b
     assert one.returncode == 0, one.stderr
     with tarfile.open(tmp_path / "view.tgz") as tar:
         assert {n for n in tar.getnames() if n.endswith("meta.json")} == {f"stages/encode/{key}/meta.json"}
+    # over PART_BYTES, the tar comes in parts (a file over 16 MiB does not come back from the device)
+    split = queue(runs, cache, "cache-back", "parts.tgz", env={"PART_BYTES": "4096"})
+    assert split.returncode == 0, split.stderr
+    parts = sorted(tmp_path.glob("parts.tgz.*"))
+    assert len(parts) > 1 and not (tmp_path / "parts.tgz").exists()
+    assert all(p.stat().st_size <= 4096 for p in parts) and split.stdout.split()[1:] == [str(p) for p in parts]
+    (tmp_path / "joined.tgz").write_bytes(b"".join(p.read_bytes() for p in parts))
+    with tarfile.open(tmp_path / "joined.tgz") as tar:
+        assert sorted(tar.getnames()) == sorted(names)
     missing = queue(runs, cache, "cache-back", "none.tgz", key, "0123456789abcdef0123")
     assert missing.returncode == 2 and "no stage-cache entry 0123456789abcdef0123" in missing.stderr
     assert not (tmp_path / "none.tgz").exists()
