@@ -8,7 +8,7 @@
 #       blank lines and lines starting with # are skipped), e.g. 'tiger:0 --set lr=0.005 --set batch_size=2048'.
 #       WORKERS processes under setsid, each taking the next unclaimed run from the list (in order, one
 #       claim folder per run under $RUNS/.claims); records land in $RUNS/loo-full, one log per run in
-#       $RUNS/logs (METHOD_SEED.log, .rc with its exit status, .start/.end with UTC times).
+#       $RUNS/logs (METHOD_SEED.log, .rc with its exit status, .start/.end with UTC times, .pid with its process).
 #   RUNS=/tmp/runs bash reports/run_queue.sh stop 'METHOD:SEED [RUN OPTIONS]' ...
 #       stop those runs (each as its queue line) if they are running; the worker takes the next line.
 #   RUNS=/tmp/runs bash reports/run_queue.sh wait SECONDS TAR
