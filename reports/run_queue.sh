@@ -50,6 +50,8 @@
 set -u
 RUNS=${RUNS:?set RUNS to the folder the runs write to}
 RUN="python3 -m bench run --dataset ${DATASET:-beauty} --device ${DEVICE:-cuda} --quiet ${RUN_ARGS:-}"  # RUN_ARGS: e.g. --precision tf32
+run_name() { printf "%s" "$1" | tr -c "A-Za-z0-9.-" "_" | cut -c1-150; }  # a queue line's file name under logs/
+export -f run_name  # the workers' `bash -c` use it too
 case "${1:-}" in
   start)
     workers=${2:?the number of runs at once}; shift 2
@@ -66,7 +68,7 @@ case "${1:-}" in
         while IFS= read -r line; do
           [ -n "$line" ] || continue
           item=${line%% *}; extra=""; [ "$item" = "$line" ] || extra=${line#* }
-          name=$(printf "%s" "$line" | tr -c "A-Za-z0-9.-" "_" | cut -c1-150)
+          name=$(run_name "$line")
           mkdir "$0/.claims/$name" 2>/dev/null || continue   # the first worker to get here runs it
           date -u +%FT%TZ > "$0/logs/$name.start"
           (cd "$0/src" && PYTHONPATH="$0/src" exec $1 --methods "${item%:*}" --seeds "${item##*:}" $extra \
@@ -81,7 +83,7 @@ case "${1:-}" in
     # call's own command line and ended the call instead.)
     shift; [ $# -gt 0 ] || { echo "stop: name the runs, as their queue lines (e.g. 'etegrec-joint:0')" >&2; exit 2; }
     for line in "$@"; do
-      name=$(printf "%s" "$line" | tr -c "A-Za-z0-9.-" "_" | cut -c1-150)
+      name=$(run_name "$line")
       pid=$(cat "$RUNS/logs/$name.pid" 2>/dev/null)
       if [ -n "$pid" ] && [ ! -f "$RUNS/logs/$name.rc" ] && kill -TERM "$pid" 2>/dev/null; then echo "stopped $line"
       else echo "stop: $line is not running under $RUNS (no $name.pid, or it has an .rc)" >&2; exit 3; fi
