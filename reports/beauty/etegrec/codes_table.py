@@ -13,15 +13,16 @@ def column(record: dict) -> dict[str, str]:
     refreshes = info["refreshes"]
     later = [r["changed_share"] for r in refreshes[1:]]
     terms = info["loss_terms"]
-    tok = [t for t in terms if t["phase"] == "tokenizer"]
-    gen = [t for t in terms if t["phase"] == "generator"]
+    # etegrec-joint trains both in every step: its one phase, "joint", counts as either
+    tok = [t for t in terms if t["phase"] in ("tokenizer", "joint")]
+    gen = [t for t in terms if t["phase"] in ("generator", "joint")]
 
     def first_last(rows, key):
         values = [t[key] for t in rows if key in t]
         return f"{values[0]:.2f}, {values[-1]:.2f}" if values else "off"
 
     rq = [t["rq"] for t in tok]
-    joint = [p for p in record["curve"] if p.get("stage") == "joint" and p.get("phase") == "generator"]
+    joint = [p for p in record["curve"] if p.get("stage") == "joint" and p.get("phase") in ("generator", "joint")]
     scored = [p for p in joint if "ndcg@10" in p]
     best = max(scored, key=lambda p: p["ndcg@10"])
     pct = lambda x: f"{100 * x:.1f}%"

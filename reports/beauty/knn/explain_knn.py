@@ -29,7 +29,7 @@ from bench.sid.stages import encode_items
 BEAUTY = Path(__file__).resolve().parent.parent
 FOLDERS = ["knn", "sid", "sid-tf32", "unified", "id-baselines", "letter", "etegrec"]
 METHODS = ["knn-last", "tiger", "tiger-hybrid", "resid", "sid-famae_gaoq", "sid-text-st_gaoq", "random-t5",
-           "letter", "letter-native", "letter-rank", "etegrec", "etegrec-two-stage",
+           "letter", "letter-native", "letter-rank", "etegrec", "etegrec-two-stage", "etegrec-joint",
            "sasrec", "sasrec-star", "unified", "unified-id-only"]
 BUCKETS = [(0, 10, "top 10"), (10, 100, "11 to 100"), (100, None, "beyond 100"), (None, None, "repeat of the last item")]
 
