@@ -1,0 +1,171 @@
+"""Issue 19's generator study on Beauty: the table and the validation curves, one row per line of runs.txt.
+
+Each row: the probe and the change, test N@10 and R@10 with a paired t-test against the probe's default (the
+first line of that probe), the best validation N@10 and its epoch, the epochs run, the generator's seconds
+and the run's wall time (its .start/.end under logs/). A line whose run was cut before it wrote a record gets
+its validation curve from its log and no test numbers; a line not run yet says so. For the run-to-run spread,
+each probe's eager tf32 seed 0 of ../sid-tf32 (same settings, not compiled) is tested against the default too.
+
+    python reports/beauty/generator-study/study.py > reports/beauty/generator-study/table.md
+
+writes curves.png beside this file (validation N@10 per epoch, one panel per probe). With --todo it prints the
+lines of runs.txt not run yet (no record, no log, not retired with "#~ "), for the next session's queue.
+"""
+
+from __future__ import annotations
+
+import ast
+import shlex
+import sys
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from bench.report import stats  # noqa: E402
+from bench.report.load import Run, collect_runs, per_user_mean  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+EAGER = HERE.parent / "sid-tf32" / "loo-full"  # the eager tf32 runs of the same defaults
+METRICS = ("ndcg@10", "recall@10")
+
+
+def run_name(line: str) -> str:
+    """The queue's log name for a line (reports/run_queue.sh's run_name)."""
+    return "".join(c if c.isalnum() or c in ".-" else "_" for c in line)[:150]
+
+
+def parse(line: str) -> tuple[str, int, dict[str, str], dict[str, str]]:
+    """A queue line's method, seed, --set overrides and --protocol overrides."""
+    words = shlex.split(line)
+    method, seed = words[0].rsplit(":", 1)
+    sets, protocol = {}, {}
+    for flag, value in zip(words[1::2], words[2::2], strict=True):
+        key, _, val = value.partition("=")
+        (sets if flag == "--set" else protocol)[key] = val
+    return method, int(seed), sets, protocol
+
+
+def log_curve(path: Path) -> list[dict]:
+    """The validation points a run logged (bench.nn.train's lines), for a run cut before its record."""
+    points = []
+    for text in path.read_text().splitlines():
+        if "bench.nn.train: {" in text:
+            point = ast.literal_eval(text.split("bench.nn.train: ", 1)[1])
+            if "ndcg@10" in point and point.get("stage") in (None, "generator"):
+                points.append(point)
+    return points
+
+
+def seconds(start: Path, end: Path) -> int | None:
+    from datetime import datetime
+    if not (start.is_file() and end.is_file()):
+        return None
+    read = lambda p: datetime.fromisoformat(p.read_text().strip().replace("Z", "+00:00"))  # noqa: E731
+    return int((read(end) - read(start)).total_seconds())
+
+
+def paired(ours: Run, base: Run, metric: str) -> str:
+    a, b = per_user_mean([ours], metric), per_user_mean([base], metric)
+    if a is None or b is None:
+        return "-"
+    users = np.intersect1d(a[0], b[0])
+    x, y = a[1][np.searchsorted(a[0], users)], b[1][np.searchsorted(b[0], users)]
+    _, p = stats.paired_ttest(x, y)
+    return f"{100 * (x.mean() / y.mean() - 1):+.1f}% (p {p:.2g})"
+
+
+def matches(run: Run, method: str, seed: int, sets: dict[str, str], protocol: dict[str, str]) -> bool:
+    variant = run.record.get("variant") or {}
+    given = {k: str(v) for k, v in (variant.get("protocol") or {}).items()}
+    return (run.record.get("method") == method and run.seed == seed and run.ok
+            and {k: str(v) for k, v in (variant.get("overrides") or {}).items()} == sets and given == protocol)
+
+
+def main() -> None:
+    runs, _ = collect_runs([HERE / "loo-full"])
+    eager, _ = collect_runs([EAGER]) if EAGER.is_dir() else ([], [])
+    text = (HERE / "runs.txt").read_text().splitlines()
+    lines = [ln.strip().removeprefix("#~ ") for ln in text if ln.strip() and (ln[0] != "#" or ln.startswith("#~ "))]
+    retired = {ln.removeprefix("#~ ").strip() for ln in text if ln.startswith("#~ ")}
+    todo = []
+    defaults: dict[str, Run] = {}
+    rows, curves = [], {}
+    for line in lines:
+        method, seed, sets, protocol = parse(line)
+        change = ", ".join(f"{k}={v}" for k, v in {**protocol, **sets}.items()) or "default"
+        logs = sorted(HERE.glob(f"logs/stop*/{run_name(line)}.log"))
+        found = [r for r in runs if matches(r, method, seed, sets, protocol)]
+        row = {"probe": method, "change": change}
+        if found:
+            run = found[0]
+            gen = run.extra.get("generator", {})
+            if change == "default":
+                defaults[method] = run
+            base = defaults.get(method)
+            row.update({m: f"{run.test(m):.4f}" for m in METRICS})
+            for m in METRICS:
+                row[f"vs default {m}"] = paired(run, base, m) if base is not None and base is not run else ""
+            row["best valid N@10 (epoch)"] = f"{gen.get('best_valid_ndcg@10', 0):.4f} ({gen.get('best_epoch')})"
+            row["epochs run"] = str(gen.get("epochs_run", ""))
+            row["generator s (per epoch)"] = (f"{run.record['timings'].get('generator', 0):.0f} "
+                                              f"({gen.get('seconds_per_epoch', 0):.2f})")
+            points = [p for p in run.record.get("curve", []) if "ndcg@10" in p and p.get("stage") == "generator"]
+            status = ""
+        elif logs:
+            points = log_curve(logs[-1])
+            best = max(points, key=lambda p: p["ndcg@10"]) if points else None
+            row.update({m: "cut" for m in METRICS})
+            row["best valid N@10 (epoch)"] = f"{best['ndcg@10']:.4f} ({best['epoch']})" if best else "-"
+            row["epochs run"] = f"{points[-1]['epoch'] + 1} (cut)" if points else "0 (cut)"
+            status = " (cut)"
+        else:
+            row.update({m: "not run" for m in METRICS})
+            points, status = [], ""
+        if not found and not logs and line not in retired:
+            todo.append(line)
+        wall = seconds(logs[-1].with_suffix(".start"), logs[-1].with_suffix(".end")) if logs else None
+        row["wall s"] = str(wall) if wall is not None else ("-" if not logs else "cut")
+        row["log"] = f"`{logs[-1].relative_to(HERE)}`" if logs else ""
+        rows.append(row)
+        if points:
+            curves.setdefault(method, []).append((change + status, [(p["epoch"], p["ndcg@10"]) for p in points]))
+    for method, base in defaults.items():
+        ref = [r for r in eager if r.record.get("method") == method and r.seed == base.seed and r.ok]
+        if ref:
+            gen = ref[0].extra.get("generator", {})
+            rows.append({"probe": method, "change": "default, eager, H100, code 1a31634 (../sid-tf32)",
+                         **{m: f"{ref[0].test(m):.4f}" for m in METRICS},
+                         **{f"vs default {m}": paired(ref[0], base, m) for m in METRICS},
+                         "best valid N@10 (epoch)": f"{gen.get('best_valid_ndcg@10', 0):.4f} ({gen.get('best_epoch')})",
+                         "epochs run": str(gen.get("epochs_run", "")),
+                         "generator s (per epoch)": f"{ref[0].record['timings'].get('generator', 0):.0f} "
+                                                    f"({gen.get('seconds_per_epoch', 0):.2f})",
+                         "wall s": "", "log": ""})
+    if "--todo" in sys.argv[1:]:
+        print("\n".join(todo))
+        return
+    columns = ["probe", "change", *METRICS, *(f"vs default {m}" for m in METRICS), "best valid N@10 (epoch)",
+               "epochs run", "generator s (per epoch)", "wall s", "log"]
+    print("| " + " | ".join(c.replace("ndcg@10", "N@10").replace("recall@10", "R@10") for c in columns) + " |")
+    print("|" + "---|" * len(columns))
+    for row in rows:
+        print("| " + " | ".join(row.get(c, "") for c in columns) + " |")
+    if curves:
+        fig, axes = plt.subplots(1, len(curves), figsize=(6 * len(curves), 4), squeeze=False)
+        for ax, (method, lines_) in zip(axes[0], sorted(curves.items()), strict=True):
+            for label, points in lines_:
+                x, y = zip(*points, strict=True)
+                ax.plot(x, y, "--" if label.endswith("(cut)") else "-", marker=".", label=label)
+            ax.set(title=f"{method}, seed 0: validation N@10", xlabel="epoch", ylabel="N@10")
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(HERE / "curves.png", dpi=110)
+        print(f"\n(curves: {HERE.name}/curves.png)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
