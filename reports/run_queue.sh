@@ -43,6 +43,9 @@
 # Stop 28, eager: etegrec s2 and etegrec-no-sia s0 side by side 1,156 and 1,158 s; stage-1 generator epochs 9.1-9.6 s
 # each while three runs shared the H200, 6.0-6.3 s with two, 3.03 s alone (stop 26): 0.97x and 0.98x the throughput
 # of one at a time. Run ETEGRec one at a time.
+# Stop 29: etegrec-joint 593 s alone (view and stage 0 fitted). Study runs, compiled, two at a time: 294 to 390 s each;
+# compiled generator epochs 1.96 s while the other run fitted its encoder, 4.37 s with both generators training
+# (0.90x the throughput of one at a time): run compiled generators one at a time.
 #   RUNS=/tmp/runs bash reports/run_queue.sh cache-back TAR [KEY ...]
 #       pack the stage-cache entries written since the queue started (or the entries KEY alone; split into
 #       TAR.00, TAR.01, ... when over 15 MiB), for .carry/cache/stages (next session's
