@@ -9,6 +9,11 @@
 #       WORKERS processes under setsid, each taking the next unclaimed run from the list (in order, one
 #       claim folder per run under $RUNS/.claims); records land in $RUNS/loo-full, one log per run in
 #       $RUNS/logs (METHOD_SEED.log, .rc with its exit status, .start/.end with UTC times, .pid with its process).
+#       With AFTER=OTHER_RUNS (a queue started before), the queue is written at once but its workers begin only
+#       when every line of OTHER_RUNS has an .rc (one run after another across two queues, e.g. one eager and one
+#       compiled RUN_ARGS, within one device call: stop 29 needed a hand-written script for it).
+#   RUNS=/tmp/runs bash reports/run_queue.sh progress
+#       one line per queued run: exit status, running or waiting, and the last line of its log (WIDTH characters).
 #   RUNS=/tmp/runs bash reports/run_queue.sh stop 'METHOD:SEED [RUN OPTIONS]' ...
 #       stop those runs (each as its queue line) if they are running; the worker takes the next line.
 #   RUNS=/tmp/runs bash reports/run_queue.sh wait SECONDS TAR
@@ -26,6 +31,15 @@
 # diagnose --tokenizer random --encoder text-st --dataset beauty` (about 3 minutes on 2 cores), `git rev-parse HEAD
 # > .carry/commit`, and for letter-native (it reads LETTER's released index by URL; the device has no network)
 # `cp -r ../shared/data/mirror/raw.githubusercontent.com/Nishikata97 .carry/mirror/raw.githubusercontent.com/`.
+# (.carry and the tracked files travel together, 64 MiB at most: at stop 29 the text vectors, data and Beauty's four
+# mirror files made 33 MB of .carry next to 23 MB of tracked files.)
+# One device call, as stop 29's (an eager queue, then a compiled one once it has ended, collected in the call):
+#   <the environment above>; RUN_ARGS="--precision tf32" RUNS=/tmp/runs/a bash reports/run_queue.sh start-file 1 A.txt
+#   AFTER=/tmp/runs/a RUN_ARGS="--precision tf32 --compile reduce-overhead" RUNS=/tmp/runs/b \
+#       bash reports/run_queue.sh start-file 1 B.txt
+#   RUNS=/tmp/runs/b bash reports/run_queue.sh wait 540 $OUT/b.tgz; RUNS=/tmp/runs/a bash reports/run_queue.sh wait 1 \
+#       $OUT/a.tgz; for q in a b; do RUNS=/tmp/runs/$q bash reports/run_queue.sh progress; done
+# Chain the next call at once (the machine goes back 30 s after a call): it repeats the last two lines.
 # Measured durations on one H200 (stop 23, three at a time): tiger-hybrid 525-569 s (345 s alone), unified-sem-only
 # 287-388 s, unified-two-stage 541 s. Stop 24, tf32, four at a time: letter-native 508-592 s; `letter`'s tokenizer
 # ran 148-165 s per 1,000 of its 10,000 epochs next to three other runs and 38 s alone (its generator 183 s alone,
@@ -58,6 +72,10 @@ export -f run_name  # the workers' `bash -c` use it too
 case "${1:-}" in
   start)
     workers=${2:?the number of runs at once}; shift 2
+    after=${AFTER:-}
+    if [ -n "$after" ] && [ ! -f "$after/queue" ]; then
+      echo "start: AFTER=$after holds no queue; expected the RUNS folder of a queue started before this one" >&2; exit 2
+    fi
     mkdir -p "$RUNS/logs" "$RUNS/.claims"
     # the runs import from a private copy of the code: the device tool re-copies the checkout at the start of
     # every call, and at stop 27 two runs died the second the next call began (one failed to import
@@ -68,6 +86,9 @@ case "${1:-}" in
     date -u +%FT%TZ > "$RUNS/logs/started"
     for _ in $(seq "$workers"); do
       setsid bash -c '
+        if [ -n "$2" ]; then  # AFTER: wait until every line of that queue has an exit status
+          until [ "$(ls "$2/logs" | grep -c "\.rc$")" -ge "$(wc -l < "$2/queue")" ]; do sleep "${POLL:-10}"; done
+        fi
         while IFS= read -r line; do
           [ -n "$line" ] || continue
           item=${line%% *}; extra=""; [ "$item" = "$line" ] || extra=${line#* }
@@ -78,7 +99,7 @@ case "${1:-}" in
              --out "$0/loo-full" < /dev/null > "$0/logs/$name.log" 2>&1) &
           echo $! > "$0/logs/$name.pid"; wait $!
           echo $? > "$0/logs/$name.rc"; date -u +%FT%TZ > "$0/logs/$name.end"
-        done < "$0/queue"' "$RUNS" "$RUN" < /dev/null > /dev/null 2>&1 &
+        done < "$0/queue"' "$RUNS" "$RUN" "$after" < /dev/null > /dev/null 2>&1 &
     done ;;
   stop)
     # stop queued runs that are running (SIGTERM to the run's process; its .rc says 143), by their queue line;
@@ -108,6 +129,16 @@ case "${1:-}" in
     for rc in "$RUNS"/logs/*.rc; do [ -f "$rc" ] && echo "$(basename "$rc" .rc): exit $(cat "$rc")"; done
     nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null
     tar czf "$tar_file" -C "$(dirname "$RUNS")" "$(basename "$RUNS")" ;;
+  progress)
+    # one line per queued run: its state (exit status, running, or waiting) and the last line of its log
+    [ -f "$RUNS/queue" ] || { echo "no queue under $RUNS: a fresh machine (the runs died with the last one)"; exit 3; }
+    while IFS= read -r line; do
+      [ -n "$line" ] || continue
+      name=$(run_name "$line"); log="$RUNS/logs/$name.log"
+      if [ -f "$RUNS/logs/$name.rc" ]; then state="exit $(cat "$RUNS/logs/$name.rc")"
+      elif [ -f "$log" ]; then state="running"; else state="waiting"; fi
+      echo "$line: $state | $(tail -n 1 "$log" 2>/dev/null | cut -c1-${WIDTH:-240})"
+    done < "$RUNS/queue" ;;
   cache-back)
     # the stage-cache entries the queue wrote (views, stage-0 tokenizers, ETEGRec's stage-1 tokens), packed for
     # .carry/cache/stages, so that the next session's runs of the same seed reuse them instead of refitting; with
@@ -135,5 +166,5 @@ case "${1:-}" in
       split -b "$part" -d "$tar_file" "$tar_file." && rm "$tar_file" && ls "$tar_file".*
     fi ;;
   *) echo "usage: $0 start WORKERS 'METHOD:SEED [OPTIONS]' ... | start-file WORKERS FILE | wait SECONDS TAR" \
-          "| cache-back TAR [KEY ...] | stop 'METHOD:SEED [OPTIONS]' ..." >&2; exit 2 ;;
+          "| progress | cache-back TAR [KEY ...] | stop 'METHOD:SEED [OPTIONS]' ..." >&2; exit 2 ;;
 esac
