@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import shlex
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import matplotlib
@@ -60,12 +61,16 @@ def log_curve(path: Path) -> list[dict]:
     return points
 
 
-def seconds(start: Path, end: Path) -> int | None:
-    from datetime import datetime
-    if not (start.is_file() and end.is_file()):
-        return None
-    read = lambda p: datetime.fromisoformat(p.read_text().strip().replace("Z", "+00:00"))  # noqa: E731
-    return int((read(end) - read(start)).total_seconds())
+def utc(path: Path) -> datetime:
+    return datetime.fromisoformat(path.read_text().strip().replace("Z", "+00:00"))
+
+
+def wall_seconds(log: Path) -> str:
+    """The run's wall time from the queue's .start/.end files, or why there is none."""
+    start, end, rc = log.with_suffix(".start"), log.with_suffix(".end"), log.with_suffix(".rc")
+    if not rc.is_file():
+        return "cut"
+    return str(int((utc(end) - utc(start)).total_seconds())) if start.is_file() and end.is_file() else "-"
 
 
 def paired(ours: Run, base: Run, metric: str) -> str:
@@ -76,6 +81,19 @@ def paired(ours: Run, base: Run, metric: str) -> str:
     x, y = a[1][np.searchsorted(a[0], users)], b[1][np.searchsorted(b[0], users)]
     _, p = stats.paired_ttest(x, y)
     return f"{100 * (x.mean() / y.mean() - 1):+.1f}% (p {p:.2g})"
+
+
+def record_row(run: Run, base: Run | None) -> dict[str, str]:
+    """A finished run's columns, tested against its probe's default (none for the default itself)."""
+    gen = run.extra.get("generator", {})
+    row = {m: f"{run.test(m):.4f}" for m in METRICS}
+    for m in METRICS:
+        row[f"vs default {m}"] = paired(run, base, m) if base is not None and base is not run else ""
+    row["best valid N@10 (epoch)"] = f"{gen.get('best_valid_ndcg@10', 0):.4f} ({gen.get('best_epoch')})"
+    row["epochs run"] = str(gen.get("epochs_run", ""))
+    row["generator s (per epoch)"] = (f"{run.record['timings'].get('generator', 0):.0f} "
+                                      f"({gen.get('seconds_per_epoch', 0):.2f})")
+    return row
 
 
 def matches(run: Run, method: str, seed: int, sets: dict[str, str], protocol: dict[str, str]) -> bool:
@@ -102,33 +120,26 @@ def main() -> None:
         row = {"probe": method, "change": change}
         if found:
             run = found[0]
-            gen = run.extra.get("generator", {})
             if change == "default":
                 defaults[method] = run
-            base = defaults.get(method)
-            row.update({m: f"{run.test(m):.4f}" for m in METRICS})
-            for m in METRICS:
-                row[f"vs default {m}"] = paired(run, base, m) if base is not None and base is not run else ""
-            row["best valid N@10 (epoch)"] = f"{gen.get('best_valid_ndcg@10', 0):.4f} ({gen.get('best_epoch')})"
-            row["epochs run"] = str(gen.get("epochs_run", ""))
-            row["generator s (per epoch)"] = (f"{run.record['timings'].get('generator', 0):.0f} "
-                                              f"({gen.get('seconds_per_epoch', 0):.2f})")
+            row.update(record_row(run, defaults.get(method)))
             points = [p for p in run.record.get("curve", []) if "ndcg@10" in p and p.get("stage") == "generator"]
             status = ""
         elif logs:
             points = log_curve(logs[-1])
             best = max(points, key=lambda p: p["ndcg@10"]) if points else None
-            row.update({m: "cut" for m in METRICS})
+            rc = logs[-1].with_suffix(".rc")
+            outcome = f"failed (exit {rc.read_text().strip()})" if rc.is_file() else "cut"
+            row.update({m: outcome for m in METRICS})
             row["best valid N@10 (epoch)"] = f"{best['ndcg@10']:.4f} ({best['epoch']})" if best else "-"
-            row["epochs run"] = f"{points[-1]['epoch'] + 1} (cut)" if points else "0 (cut)"
-            status = " (cut)"
+            row["epochs run"] = f"{points[-1]['epoch'] + 1} ({outcome})" if points else f"0 ({outcome})"
+            status = f" ({outcome})"
         else:
             row.update({m: "not run" for m in METRICS})
             points, status = [], ""
         if not found and not logs and line not in retired:
             todo.append(line)
-        wall = seconds(logs[-1].with_suffix(".start"), logs[-1].with_suffix(".end")) if logs else None
-        row["wall s"] = str(wall) if wall is not None else ("-" if not logs else "cut")
+        row["wall s"] = wall_seconds(logs[-1]) if logs else "-"
         row["log"] = f"`{logs[-1].relative_to(HERE)}`" if logs else ""
         rows.append(row)
         if points:
@@ -136,15 +147,10 @@ def main() -> None:
     for method, base in defaults.items():
         ref = [r for r in eager if r.record.get("method") == method and r.seed == base.seed and r.ok]
         if ref:
-            gen = ref[0].extra.get("generator", {})
-            rows.append({"probe": method, "change": "default, eager, H100, code 1a31634 (../sid-tf32)",
-                         **{m: f"{ref[0].test(m):.4f}" for m in METRICS},
-                         **{f"vs default {m}": paired(ref[0], base, m) for m in METRICS},
-                         "best valid N@10 (epoch)": f"{gen.get('best_valid_ndcg@10', 0):.4f} ({gen.get('best_epoch')})",
-                         "epochs run": str(gen.get("epochs_run", "")),
-                         "generator s (per epoch)": f"{ref[0].record['timings'].get('generator', 0):.0f} "
-                                                    f"({gen.get('seconds_per_epoch', 0):.2f})",
-                         "wall s": "", "log": ""})
+            environment = ref[0].record.get("environment") or {}
+            where = (f"{ref[0].precision}, {str(environment.get('device', '?')).removeprefix('cuda: ')}, "
+                     f"code {str((environment.get('git') or {}).get('commit', '?'))[:7]}")
+            rows.append({"probe": method, "change": f"default ({where}; ../sid-tf32)", **record_row(ref[0], base)})
     if "--todo" in sys.argv[1:]:
         print("\n".join(todo))
         return
