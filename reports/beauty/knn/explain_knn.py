@@ -4,7 +4,9 @@ For every test user, the rank of the test target among the text neighbours of th
 (text-st vectors, cosine, the last item itself left out; a repeat of the last item counts as "no neighbour").
 Users fall into buckets by that rank, and for each method with records here the script gives its test
 Recall@10 per bucket (each user's value averaged over the method's seeds) and the share of its hits that come
-from the first bucket, where `knn-last` hits by construction. Prints a Markdown report:
+from the first bucket, where `knn-last` hits by construction. A second section buckets the users by how often
+the last history item occurs in the training sequences, at the test step and at the validation step, with each
+method's test Recall@10 per bucket. Prints a Markdown report:
 
     SIDBENCH_CACHE=.carry/cache SIDBENCH_MIRROR=../shared/data/mirror \
         python reports/beauty/knn/explain_knn.py > reports/beauty/knn/explain.md
@@ -31,7 +33,9 @@ FOLDERS = ["knn", "sid", "sid-tf32", "unified", "id-baselines", "letter", "etegr
 METHODS = ["knn-last", "tiger", "tiger-hybrid", "resid", "sid-famae_gaoq", "sid-text-st_gaoq", "random-t5",
            "letter", "letter-native", "letter-rank", "etegrec", "etegrec-two-stage", "etegrec-joint",
            "sasrec", "sasrec-star", "unified", "unified-id-only"]
-BUCKETS = [(0, 10, "top 10"), (10, 100, "11 to 100"), (100, None, "beyond 100"), (None, None, "repeat of the last item")]
+BUCKETS = [(0, 10, "top 10"), (10, 100, "11 to 100"), (100, None, "beyond 100"),
+           (None, None, "repeat of the last item")]
+COUNT_BUCKETS = [(0, 1, "0"), (1, 5, "1 to 4"), (5, 20, "5 to 19"), (20, None, "20 or more")]  # training occurrences
 
 
 def neighbour_ranks(split: Split, vectors: np.ndarray) -> np.ndarray:
@@ -67,6 +71,12 @@ def method_recall(name: str, n_users: int) -> tuple[np.ndarray, int] | None:
     return total / len(files), len(files)
 
 
+def count_masks(counts: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """Users by how often their last history item occurs in the training sequences (empty buckets left out)."""
+    masks = [(label, (counts >= low) & ((counts < high) if high else True)) for low, high, label in COUNT_BUCKETS]
+    return [(label, mask) for label, mask in masks if mask.any()]
+
+
 def main() -> None:
     split = Split(load_dataset("beauty"), Protocol())
     vectors, meta = encode_items("text-st", {}, split, None)
@@ -100,6 +110,36 @@ def main() -> None:
         top = masks[0][1]
         share = recall[top].sum() / recall.sum() if recall.sum() else float("nan")
         out.write(f"| `{name}` | {seeds} | {recall.mean():.4f} | {cells} | {share:.3f} |\n")
+    write_count_section(out, split)
+
+
+def write_count_section(out, split: Split) -> None:
+    """Test Recall@10 by how often the test history's last item (the validation target) occurs in training."""
+    counts = split.item_counts()
+    test_last = split.eval_inputs("test")[0][:, -1]
+    valid_last = split.eval_inputs("valid")[0][:, -1]
+    test_masks, valid_masks = count_masks(counts[test_last]), dict(count_masks(counts[valid_last]))
+    # the validation step's count includes the user's own occurrence; the test step's never does
+    out.write("\n## By how often the last history item occurs in training\n\n"
+              "A test history ends on the validation target; a validation history ends on the last training "
+              "item, which occurs in training at least once, for that user. Users per bucket of that item's "
+              "training occurrences, at each step:\n\n")
+    out.write("| occurrences in training | test users | share | validation users | share |\n|---|---|---|---|---|\n")
+    n = len(test_last)
+    for label, mask in test_masks:
+        valid = valid_masks.get(label)
+        valid_cells = f"{int(valid.sum()):,} | {valid.mean():.4f}" if valid is not None else "0 | 0"
+        out.write(f"| {label} | {int(mask.sum()):,} | {mask.sum() / n:.4f} | {valid_cells} |\n")
+    out.write("\nTest Recall@10 per bucket (each user averaged over the method's seeds):\n\n")
+    out.write("| method | seeds | all | " + " | ".join(label for label, _ in test_masks) + " |\n")
+    out.write("|---|---|---|" + "---|" * len(test_masks) + "\n")
+    for name in METHODS:
+        found = method_recall(name, n)
+        if found is None:
+            continue
+        recall, seeds = found
+        cells = " | ".join(f"{recall[mask].mean():.4f}" for _, mask in test_masks)
+        out.write(f"| `{name}` | {seeds} | {recall.mean():.4f} | {cells} |\n")
 
 
 if __name__ == "__main__":
