@@ -12,6 +12,8 @@
 #       With AFTER=OTHER_RUNS (a queue started before), the queue is written at once but its workers begin only
 #       when every line of OTHER_RUNS has an .rc (one run after another across two queues, e.g. one eager and one
 #       compiled RUN_ARGS, within one device call: stop 29 needed a hand-written script for it).
+#   bash reports/run_queue.sh name 'METHOD:SEED [RUN OPTIONS]'
+#       the file name a queue line's logs get (reports/beauty/generator-study/study.py finds the logs by it).
 #   RUNS=/tmp/runs bash reports/run_queue.sh progress
 #       one line per queued run: exit status, running or waiting, and the last line of its log (WIDTH characters).
 #   RUNS=/tmp/runs bash reports/run_queue.sh stop 'METHOD:SEED [RUN OPTIONS]' ...
@@ -65,10 +67,11 @@
 #       TAR.00, TAR.01, ... when over 15 MiB), for .carry/cache/stages (next session's
 #       runs of the same seeds reuse the same views and stage-0 tokenizers while their code is unchanged).
 set -u
-RUNS=${RUNS:?set RUNS to the folder the runs write to}
-RUN="python3 -m bench run --dataset ${DATASET:-beauty} --device ${DEVICE:-cuda} --quiet ${RUN_ARGS:-}"  # RUN_ARGS: e.g. --precision tf32
 run_name() { printf "%s" "$1" | tr -c "A-Za-z0-9.-" "_" | cut -c1-150; }  # a queue line's file name under logs/
 export -f run_name  # the workers' `bash -c` use it too
+if [ "${1:-}" = name ]; then run_name "${2:?a queue line}"; exit 0; fi  # for scripts that read the logs
+RUNS=${RUNS:?set RUNS to the folder the runs write to}
+RUN="python3 -m bench run --dataset ${DATASET:-beauty} --device ${DEVICE:-cuda} --quiet ${RUN_ARGS:-}"  # RUN_ARGS: e.g. --precision tf32
 case "${1:-}" in
   start)
     workers=${2:?the number of runs at once}; shift 2
@@ -166,5 +169,5 @@ case "${1:-}" in
       split -b "$part" -d "$tar_file" "$tar_file." && rm "$tar_file" && ls "$tar_file".*
     fi ;;
   *) echo "usage: $0 start WORKERS 'METHOD:SEED [OPTIONS]' ... | start-file WORKERS FILE | wait SECONDS TAR" \
-          "| progress | cache-back TAR [KEY ...] | stop 'METHOD:SEED [OPTIONS]' ..." >&2; exit 2 ;;
+          "| name LINE | progress | cache-back TAR [KEY ...] | stop 'METHOD:SEED [OPTIONS]' ..." >&2; exit 2 ;;
 esac

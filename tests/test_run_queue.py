@@ -103,6 +103,7 @@ def test_after_holds_a_queue_until_every_run_of_another_has_ended(tmp_path):
     deadline = time.time() + 120
     while "'epoch': 1," not in (log.read_text() if log.is_file() else "") and time.time() < deadline:
         time.sleep(0.5)
+    assert queue(first, cache, "name", long_run, env={"RUNS": ""}).stdout == f"{name}\n"  # the logs' name, alone
     assert queue(second, cache, "start", "1", "pop:0", env={"AFTER": str(first)}).returncode == 0
     time.sleep(3)  # three of the workers' looks (POLL=1) while the first queue still runs
     assert (second / "queue").read_text() == "pop:0\n" and not (second / "logs" / "pop_0.start").exists()

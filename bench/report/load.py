@@ -171,3 +171,13 @@ def per_user_mean(runs: list[Run], metric: str) -> tuple[np.ndarray, np.ndarray]
         index = order[np.searchsorted(a["user"], users, sorter=order)]
         values.append(a[metric][index].astype(np.float64))
     return users, np.mean(values, axis=0)
+
+
+def paired_per_user(ours: list[Run], theirs: list[Run], metric: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """The metric per user for two groups of runs (each averaged over its runs), on the users both have, in
+    one order: the two samples of a paired test. None when a run lacks its per-user file or the metric."""
+    a, b = per_user_mean(ours, metric), per_user_mean(theirs, metric)
+    if a is None or b is None:
+        return None
+    users = np.intersect1d(a[0], b[0])
+    return a[1][np.searchsorted(a[0], users)], b[1][np.searchsorted(b[0], users)]

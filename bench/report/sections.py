@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from bench.report import stats
-from bench.report.load import Run, per_user_mean, protocol_key
+from bench.report.load import Run, paired_per_user, protocol_key
 from bench.report.summary import METRICS, protocol_label
 from bench.run.records import PER_USER
 
@@ -158,20 +158,17 @@ def significance(table: Table, baseline: str | None, metric: str = TEST_METRIC) 
         if not seeds:
             row["note"] = "no seed in common with the baseline"
             continue
-        ours = per_user_mean([runs[s] for s in seeds], metric)
-        theirs = per_user_mean([base_runs[s] for s in seeds], metric)
-        if ours is None or theirs is None:
+        paired = paired_per_user([runs[s] for s in seeds], [base_runs[s] for s in seeds], metric)
+        if paired is None:
             row["note"] = f"{PER_USER} missing"
             continue
-        users = np.intersect1d(ours[0], theirs[0])
-        a = ours[1][np.searchsorted(ours[0], users)]
-        b = theirs[1][np.searchsorted(theirs[0], users)]
-        if len(users) < 2:
+        a, b = paired
+        if len(a) < 2:
             row["note"] = "fewer than 2 users in common"
             continue
         t, p_t = stats.paired_ttest(a, b)
         w, p_w = stats.wilcoxon_test(a, b)
-        row.update(users=len(users), mean=float(a.mean()), base_mean=float(b.mean()), diff=float((a - b).mean()),
+        row.update(users=len(a), mean=float(a.mean()), base_mean=float(b.mean()), diff=float((a - b).mean()),
                    t=t, p_t=p_t, w=w, p_w=p_w)
     tested = [r for r in rows if "p_t" in r]
     for key in ("p_t", "p_w"):

@@ -16,27 +16,28 @@ from __future__ import annotations
 
 import ast
 import shlex
+import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
 
 import matplotlib
-import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from bench.report import stats  # noqa: E402
-from bench.report.load import Run, collect_runs, per_user_mean  # noqa: E402
+from bench.report.load import Run, collect_runs, paired_per_user  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+QUEUE = HERE.parents[1] / "run_queue.sh"
 EAGER = HERE.parent / "sid-tf32" / "loo-full"  # the eager tf32 runs of the same defaults
 METRICS = ("ndcg@10", "recall@10")
 
 
 def run_name(line: str) -> str:
-    """The queue's log name for a line (reports/run_queue.sh's run_name)."""
-    return "".join(c if c.isalnum() or c in ".-" else "_" for c in line)[:150]
+    """The file name of a queue line's logs, as the queue gives it."""
+    return subprocess.run(["bash", str(QUEUE), "name", line], capture_output=True, text=True, check=True).stdout.strip()
 
 
 def parse(line: str) -> tuple[str, int, dict[str, str], dict[str, str]]:
@@ -74,11 +75,10 @@ def wall_seconds(log: Path) -> str:
 
 
 def paired(ours: Run, base: Run, metric: str) -> str:
-    a, b = per_user_mean([ours], metric), per_user_mean([base], metric)
-    if a is None or b is None:
+    pair = paired_per_user([ours], [base], metric)
+    if pair is None:
         return "-"
-    users = np.intersect1d(a[0], b[0])
-    x, y = a[1][np.searchsorted(a[0], users)], b[1][np.searchsorted(b[0], users)]
+    x, y = pair
     _, p = stats.paired_ttest(x, y)
     return f"{100 * (x.mean() / y.mean() - 1):+.1f}% (p {p:.2g})"
 
