@@ -98,19 +98,22 @@ def test_after_holds_a_queue_until_every_run_of_another_has_ended(tmp_path):
     assert refused.returncode == 2 and "AFTER=" in refused.stderr and not second.exists()
     long_run = "sid:text-tfidf+random:0 --set epochs=100000 --set patience=100000"
     assert queue(first, cache, "start", "1", long_run).returncode == 0
-    name = "sid_text-tfidf_random_0_--set_epochs_100000_--set_patience_100000"
-    log = first / "logs" / f"{name}.log"
-    deadline = time.time() + 120
-    while "'epoch': 1," not in (log.read_text() if log.is_file() else "") and time.time() < deadline:
-        time.sleep(0.5)
-    assert queue(first, cache, "name", long_run, env={"RUNS": ""}).stdout == f"{name}\n"  # the logs' name, alone
-    assert queue(second, cache, "start", "1", "pop:0", env={"AFTER": str(first)}).returncode == 0
-    time.sleep(3)  # three of the workers' looks (POLL=1) while the first queue still runs
-    assert (second / "queue").read_text() == "pop:0\n" and not (second / "logs" / "pop_0.start").exists()
-    assert queue(first, cache, "stop", long_run).returncode == 0
-    waited = queue(second, cache, "wait", "120", str(tmp_path / "second.tgz"))
-    assert "pop_0: exit 0" in waited.stdout, waited.stdout
-    progress = queue(first, cache, "progress")
-    assert progress.returncode == 0 and progress.stdout.startswith(f"{long_run}: exit 143 | "), progress.stdout
-    ended = (first / "logs" / f"{name}.end").read_text()
-    assert (second / "logs" / "pop_0.start").read_text() >= ended  # ISO times in UTC compare as text
+    try:
+        name = "sid_text-tfidf_random_0_--set_epochs_100000_--set_patience_100000"
+        log = first / "logs" / f"{name}.log"
+        deadline = time.time() + 120
+        while "'epoch': 1," not in (log.read_text() if log.is_file() else "") and time.time() < deadline:
+            time.sleep(0.5)
+        assert queue(first, cache, "name", long_run, env={"RUNS": ""}).stdout == f"{name}\n"  # the logs' name, alone
+        assert queue(second, cache, "start", "1", "pop:0", env={"AFTER": str(first)}).returncode == 0
+        time.sleep(3)  # three of the workers' looks (POLL=1) while the first queue still runs
+        assert (second / "queue").read_text() == "pop:0\n" and not (second / "logs" / "pop_0.start").exists()
+        assert queue(first, cache, "stop", long_run).returncode == 0
+        waited = queue(second, cache, "wait", "120", str(tmp_path / "second.tgz"))
+        assert "pop_0: exit 0" in waited.stdout, waited.stdout
+        progress = queue(first, cache, "progress")
+        assert progress.returncode == 0 and progress.stdout.startswith(f"{long_run}: exit 143 | "), progress.stdout
+        ended = (first / "logs" / f"{name}.end").read_text()
+        assert (second / "logs" / "pop_0.start").read_text() >= ended  # ISO times in UTC compare as text
+    finally:  # a failed assertion must not leave the long run training (it would slow every later test)
+        queue(first, cache, "stop", long_run)
