@@ -62,7 +62,10 @@
 # Stop 29: etegrec-joint 593 s alone (view and stage 0 fitted). Study runs, compiled, two at a time: 294 to 390 s each;
 # compiled generator epochs 1.96 s while the other run fitted its encoder, 4.37 s with both generators training
 # (0.90x the throughput of one at a time): run compiled generators one at a time.
-#   RUNS=/tmp/runs bash reports/run_queue.sh cache-back TAR [KEY ...]
+# Stop 30: etegrec at history 50 with a free beam 990 s alone (stage-1 generator epochs 6.21 s eager, twice history
+# 20's); study runs compiled, one at a time: 223 and 231 s each (40 epochs), generator epochs 1.97 s.
+#   RUNS=/tmp/runs bash reports/run_queue.sh cache-back TAR [KEY ...]   (in a shell with the environment above:
+#       it reads SIDBENCH_CACHE; stop 30's failed without it)
 #       pack the stage-cache entries written since the queue started (or the entries KEY alone; split into
 #       TAR.00, TAR.01, ... when over 15 MiB), for .carry/cache/stages (next session's
 #       runs of the same seeds reuse the same views and stage-0 tokenizers while their code is unchanged).

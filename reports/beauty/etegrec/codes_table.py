@@ -25,7 +25,10 @@ def column(record: dict) -> dict[str, str]:
     joint = [p for p in record["curve"] if p.get("stage") == "joint" and p.get("phase") in ("generator", "joint")]
     scored = [p for p in joint if "ndcg@10" in p]
     best = max(scored, key=lambda p: p["ndcg@10"])
-    pct = lambda x: f"{100 * x:.1f}%"
+
+    def pct(x: float) -> str:
+        return f"{100 * x:.1f}%"
+
     return {
         "stage-1 epochs (the best validation's epoch, from 0)": f"{joint[-1]['epoch'] + 1} ({best['epoch']})",
         "items moved at the first refresh": pct(refreshes[0]["changed_share"]),
@@ -50,7 +53,13 @@ def main(root: str) -> None:
         record = json.loads(path.read_text())
         if not any(p.get("stage") == "joint" for p in record["curve"]):
             continue  # no stage 1 of its own (etegrec-two-stage reads etegrec's from the stage cache)
-        name = f"`{record['method']}` s{record['seed']}" + (" (compiled)" if record.get("compile") else "")
+        variant = record.get("variant") or {}
+        asked = [f"{k}={v}" for k, v in sorted((variant.get("protocol") or {}).items())]
+        asked += [f"{k}={v}" for k, v in sorted((variant.get("overrides") or {}).items())]
+        if record.get("compile"):
+            asked.append("compiled")
+        # a run with other protocol or options is another column (seed0~VARIANT beside seed0), never a replacement
+        name = f"`{record['method']}` s{record['seed']}" + (f" ({', '.join(asked)})" if asked else "")
         columns[name] = column(record)
     if not columns:
         sys.exit(f"no ETEGRec records with refreshes under {root}: expected loo-full/<dataset>/<method>/seed*/")

@@ -1,15 +1,18 @@
 """Issue 19's generator study on Beauty: the table and the validation curves, one row per line of runs.txt.
 
-Each row: the probe and the change, test N@10 and R@10 with a paired t-test against the probe's default (the
-first line of that probe), the best validation N@10 and its epoch, the epochs run, the generator's seconds
-and the run's wall time (its .start/.end under logs/). A line whose run was cut before it wrote a record gets
-its validation curve from its log and no test numbers; a line not run yet says so. For the run-to-run spread,
-each probe's eager tf32 seed 0 of ../sid-tf32 (same settings, not compiled) is tested against the default too.
+Each row: the probe, the seed and the change, test N@10 and R@10 with a paired t-test against the probe's default
+of the same seed (its line without options), the best validation N@10 and its epoch, the epochs run, the
+generator's seconds and the run's wall time (its .start/.end under logs/). A line whose run was cut before it
+wrote a record gets its validation curve from its log and no test numbers; a line not run yet says so. For the
+run-to-run spread, each probe's eager tf32 seed 0 of ../sid-tf32 (same settings, not compiled) is tested against
+the default too. A change run on more seeds than one gets a second table: its mean over the seeds its default
+also has, tested per user (each user's value averaged over those seeds) against the default's.
 
     python reports/beauty/generator-study/study.py > reports/beauty/generator-study/table.md
 
-writes curves.png beside this file (validation N@10 per epoch, one panel per probe). With --todo it prints the
-lines of runs.txt not run yet (no record, no log, not retired with "#~ "), for the next session's queue.
+writes curves.png beside this file (seed 0's validation N@10 per epoch, one panel per probe). With --todo it
+prints the lines of runs.txt without a record (not run yet, cut or failed; not retired with "#~ "), for the next
+session's queue.
 """
 
 from __future__ import annotations
@@ -96,6 +99,39 @@ def record_row(run: Run, base: Run | None) -> dict[str, str]:
     return row
 
 
+def over_seeds(by_change: dict[tuple[str, str], dict[int, Run]]) -> list[dict[str, str]]:
+    """One row per probe and change with records on more than one seed: means over the seeds its default also
+    has (the default's own row first), each change tested per user against the default on those seeds."""
+    rows = []
+    for (method, change), runs in by_change.items():
+        default = by_change.get((method, "default"), {})
+        seeds = sorted(set(runs) & set(default))
+        if len(seeds) < 2 or len(runs) < 2:
+            continue
+        ours, base = [runs[k] for k in seeds], [default[k] for k in seeds]
+        row = {"probe": method, "seeds": ", ".join(map(str, seeds)), "change": change}
+        for m in METRICS:
+            values = [r.test(m) for r in ours]
+            row[m] = f"{sum(values) / len(values):.4f} ({min(values):.4f} to {max(values):.4f})"
+        for m in METRICS:
+            pair = paired_per_user(ours, base, m) if change != "default" else None
+            if pair is not None:
+                _, p = stats.paired_ttest(*pair)
+                row[f"vs default {m}"] = f"{100 * (pair[0].mean() / pair[1].mean() - 1):+.1f}% (p {p:.2g})"
+            else:
+                row[f"vs default {m}"] = ""
+        rows.append(row)
+    rows.sort(key=lambda r: (r["probe"], r["change"] != "default"))
+    return rows
+
+
+def print_table(columns: list[str], rows: list[dict[str, str]]) -> None:
+    print("| " + " | ".join(c.replace("ndcg@10", "N@10").replace("recall@10", "R@10") for c in columns) + " |")
+    print("|" + "---|" * len(columns))
+    for row in rows:
+        print("| " + " | ".join(row.get(c, "") for c in columns) + " |")
+
+
 def matches(run: Run, method: str, seed: int, sets: dict[str, str], protocol: dict[str, str]) -> bool:
     variant = run.record.get("variant") or {}
     given = {k: str(v) for k, v in (variant.get("protocol") or {}).items()}
@@ -110,19 +146,21 @@ def main() -> None:
     lines = [ln.strip().removeprefix("#~ ") for ln in text if ln.strip() and (ln[0] != "#" or ln.startswith("#~ "))]
     retired = {ln.removeprefix("#~ ").strip() for ln in text if ln.startswith("#~ ")}
     todo = []
-    defaults: dict[str, Run] = {}
+    defaults: dict[tuple[str, int], Run] = {}
+    by_change: dict[tuple[str, str], dict[int, Run]] = {}
     rows, curves = [], {}
     for line in lines:
         method, seed, sets, protocol = parse(line)
         change = ", ".join(f"{k}={v}" for k, v in {**protocol, **sets}.items()) or "default"
         logs = sorted(HERE.glob(f"logs/stop*/{run_name(line)}.log"))
         found = [r for r in runs if matches(r, method, seed, sets, protocol)]
-        row = {"probe": method, "change": change}
+        row = {"probe": method, "seed": str(seed), "change": change}
         if found:
             run = found[0]
             if change == "default":
-                defaults[method] = run
-            row.update(record_row(run, defaults.get(method)))
+                defaults[(method, seed)] = run
+            by_change.setdefault((method, change), {})[seed] = run
+            row.update(record_row(run, defaults.get((method, seed))))
             points = [p for p in run.record.get("curve", []) if "ndcg@10" in p and p.get("stage") == "generator"]
             status = ""
         elif logs:
@@ -137,29 +175,31 @@ def main() -> None:
         else:
             row.update({m: "not run" for m in METRICS})
             points, status = [], ""
-        if not found and not logs and line not in retired:
-            todo.append(line)
+        if not found and line not in retired:
+            todo.append(line)  # a cut or failed run is queued again unless retired
         row["wall s"] = wall_seconds(logs[-1]) if logs else "-"
         row["log"] = f"`{logs[-1].relative_to(HERE)}`" if logs else ""
         rows.append(row)
-        if points:
+        if points and seed == 0:
             curves.setdefault(method, []).append((change + status, [(p["epoch"], p["ndcg@10"]) for p in points]))
-    for method, base in defaults.items():
-        ref = [r for r in eager if r.record.get("method") == method and r.seed == base.seed and r.ok]
+    for (method, seed), base in defaults.items():
+        ref = [r for r in eager if r.record.get("method") == method and r.seed == seed == 0 and r.ok]
         if ref:
             environment = ref[0].record.get("environment") or {}
             where = (f"{ref[0].precision}, {str(environment.get('device', '?')).removeprefix('cuda: ')}, "
                      f"code {str((environment.get('git') or {}).get('commit', '?'))[:7]}")
-            rows.append({"probe": method, "change": f"default ({where}; ../sid-tf32)", **record_row(ref[0], base)})
+            rows.append({"probe": method, "seed": str(seed), "change": f"default ({where}; ../sid-tf32)",
+                         **record_row(ref[0], base)})
     if "--todo" in sys.argv[1:]:
         print("\n".join(todo))
         return
-    columns = ["probe", "change", *METRICS, *(f"vs default {m}" for m in METRICS), "best valid N@10 (epoch)",
+    columns = ["probe", "seed", "change", *METRICS, *(f"vs default {m}" for m in METRICS), "best valid N@10 (epoch)",
                "epochs run", "generator s (per epoch)", "wall s", "log"]
-    print("| " + " | ".join(c.replace("ndcg@10", "N@10").replace("recall@10", "R@10") for c in columns) + " |")
-    print("|" + "---|" * len(columns))
-    for row in rows:
-        print("| " + " | ".join(row.get(c, "") for c in columns) + " |")
+    print_table(columns, rows)
+    seeded = over_seeds(by_change)
+    if seeded:
+        print("\nOver seeds (each change against its probe's default on the seeds both have):\n")
+        print_table(list(seeded[0]), seeded)
     if curves:
         fig, axes = plt.subplots(1, len(curves), figsize=(6 * len(curves), 4), squeeze=False)
         for ax, (method, lines_) in zip(axes[0], sorted(curves.items()), strict=True):
