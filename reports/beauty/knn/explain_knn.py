@@ -6,7 +6,9 @@ Users fall into buckets by that rank, and for each method with records here the 
 Recall@10 per bucket (each user's value averaged over the method's seeds) and the share of its hits that come
 from the first bucket, where `knn-last` hits by construction. A second section buckets the users by how often
 the last history item occurs in the training sequences, at the test step and at the validation step, with each
-method's test Recall@10 per bucket. Prints a Markdown report:
+method's test Recall@10 per bucket. Both tables end with the runs of issue 19's generator study (seed 0, one row
+per change, as `study (...)`), to show whether a better generator moves its hits between buckets. Prints a
+Markdown report:
 
     SIDBENCH_CACHE=.carry/cache SIDBENCH_MIRROR=../shared/data/mirror \
         python reports/beauty/knn/explain_knn.py > reports/beauty/knn/explain.md
@@ -26,9 +28,11 @@ import torch.nn.functional as F
 from bench import builtins  # noqa: F401  (registers the encoders)
 from bench.data.dataset import load_dataset
 from bench.data.protocol import Protocol, Split
+from bench.report.load import collect_runs, per_user_mean
 from bench.sid.stages import encode_items
 
 BEAUTY = Path(__file__).resolve().parent.parent
+STUDY = BEAUTY / "generator-study" / "loo-full"
 FOLDERS = ["knn", "sid", "sid-tf32", "unified", "id-baselines", "letter", "etegrec"]
 METHODS = ["knn-last", "tiger", "tiger-hybrid", "resid", "sid-famae_gaoq", "sid-text-st_gaoq", "random-t5",
            "letter", "letter-native", "letter-rank", "etegrec", "etegrec-two-stage", "etegrec-joint",
@@ -71,6 +75,24 @@ def method_recall(name: str, n_users: int) -> tuple[np.ndarray, int] | None:
     return total / len(files), len(files)
 
 
+def method_rows(n_users: int) -> list[tuple[str, int, np.ndarray]]:
+    """(label, seeds, test Recall@10 per user) for every method of METHODS with records, then for every finished
+    run of the generator study under the default protocol (its options in the label)."""
+    rows = []
+    for name in METHODS:
+        found = method_recall(name, n_users)
+        if found is not None:
+            rows.append((f"`{name}`", found[1], found[0]))
+    runs, _ = collect_runs([STUDY]) if STUDY.is_dir() else ([], [])
+    for run in sorted((r for r in runs if r.ok and r.protocol == Protocol().to_dict()),
+                      key=lambda r: (r.method, r.seed)):
+        users, values = per_user_mean([run], "recall@10")
+        recall = np.zeros(n_users)
+        recall[users] = values
+        rows.append((f"study (s{run.seed}): `{run.method}`", 1, recall))
+    return rows
+
+
 def count_masks(counts: np.ndarray) -> list[tuple[str, np.ndarray]]:
     """Users by how often their last history item occurs in the training sequences (empty buckets left out)."""
     masks = [(label, (counts >= low) & ((counts < high) if high else True)) for low, high, label in COUNT_BUCKETS]
@@ -101,19 +123,16 @@ def main() -> None:
     header = " | ".join(label for label, _ in masks)
     out.write(f"| method | seeds | all | {header} | hits from the top-10 bucket |\n")
     out.write("|---|---|---|" + "---|" * len(masks) + "---|\n")
-    for name in METHODS:
-        found = method_recall(name, len(ranks))
-        if found is None:
-            continue
-        recall, seeds = found
+    rows = method_rows(len(ranks))
+    for label, seeds, recall in rows:
         cells = " | ".join(f"{recall[mask].mean():.4f}" for _, mask in masks)
         top = masks[0][1]
         share = recall[top].sum() / recall.sum() if recall.sum() else float("nan")
-        out.write(f"| `{name}` | {seeds} | {recall.mean():.4f} | {cells} | {share:.3f} |\n")
-    write_count_section(out, split)
+        out.write(f"| {label} | {seeds} | {recall.mean():.4f} | {cells} | {share:.3f} |\n")
+    write_count_section(out, split, rows)
 
 
-def write_count_section(out, split: Split) -> None:
+def write_count_section(out, split: Split, rows: list[tuple[str, int, np.ndarray]]) -> None:
     """Test Recall@10 by how often the test history's last item (the validation target) occurs in training."""
     counts = split.item_counts()
     test_last = split.eval_inputs("test")[0][:, -1]
@@ -133,13 +152,9 @@ def write_count_section(out, split: Split) -> None:
     out.write("\nTest Recall@10 per bucket (each user averaged over the method's seeds):\n\n")
     out.write("| method | seeds | all | " + " | ".join(label for label, _ in test_masks) + " |\n")
     out.write("|---|---|---|" + "---|" * len(test_masks) + "\n")
-    for name in METHODS:
-        found = method_recall(name, n)
-        if found is None:
-            continue
-        recall, seeds = found
+    for label, seeds, recall in rows:
         cells = " | ".join(f"{recall[mask].mean():.4f}" for _, mask in test_masks)
-        out.write(f"| `{name}` | {seeds} | {recall.mean():.4f} | {cells} |\n")
+        out.write(f"| {label} | {seeds} | {recall.mean():.4f} | {cells} |\n")
 
 
 if __name__ == "__main__":
