@@ -6,8 +6,8 @@ Users fall into buckets by that rank, and for each method with records here the 
 Recall@10 per bucket (each user's value averaged over the method's seeds) and the share of its hits that come
 from the first bucket, where `knn-last` hits by construction. A second section buckets the users by how often
 the last history item occurs in the training sequences, at the test step and at the validation step, with each
-method's test Recall@10 per bucket. Both tables end with the runs of issue 19's generator study (seed 0, one row
-per change, as `study (...)`), to show whether a better generator moves its hits between buckets. Prints a
+method's test Recall@10 per bucket. Both tables end with the runs of issue 19's generator study (one row per run,
+its seed and options in the label), to show whether a better generator moves its hits between buckets. Prints a
 Markdown report:
 
     SIDBENCH_CACHE=.carry/cache SIDBENCH_MIRROR=../shared/data/mirror \
