@@ -63,7 +63,8 @@
 # compiled generator epochs 1.96 s while the other run fitted its encoder, 4.37 s with both generators training
 # (0.90x the throughput of one at a time): run compiled generators one at a time.
 # Stop 30: etegrec at history 50 with a free beam 990 s alone (stage-1 generator epochs 6.21 s eager, twice history
-# 20's); study runs compiled, one at a time: 223 and 231 s each (40 epochs), generator epochs 1.97 s.
+# 20's); study runs compiled, one at a time: 223 and 231 s each (40 epochs), generator epochs 1.97 s after a first,
+# compiling epoch of 60 to 68 s (40 to 45% of a 40-epoch generator's time).
 #   RUNS=/tmp/runs bash reports/run_queue.sh cache-back TAR [KEY ...]   (in a shell with the environment above:
 #       it reads SIDBENCH_CACHE; stop 30's failed without it)
 #       pack the stage-cache entries written since the queue started (or the entries KEY alone; split into
