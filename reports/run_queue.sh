@@ -72,7 +72,11 @@
 #       runs of the same seeds reuse the same views and stage-0 tokenizers while their code is unchanged).
 set -u
 run_name() { printf "%s" "$1" | tr -c "A-Za-z0-9.-" "_" | cut -c1-150; }  # a queue line's file name under logs/
-export -f run_name  # the workers' `bash -c` use it too
+queue_ended() { [ "$(ls "$1/logs" | grep -c '\.rc$')" -ge "$(wc -l < "$1/queue")" ]; }  # every line has an .rc
+export -f run_name queue_ended  # the workers' `bash -c` use them too
+need_queue() {
+  [ -f "$RUNS/queue" ] || { echo "no queue under $RUNS: a fresh machine (the runs died with the last one)"; exit 3; }
+}
 if [ "${1:-}" = name ]; then run_name "${2:?a queue line}"; exit 0; fi  # for scripts that read the logs
 RUNS=${RUNS:?set RUNS to the folder the runs write to}
 RUN="python3 -m bench run --dataset ${DATASET:-beauty} --device ${DEVICE:-cuda} --quiet ${RUN_ARGS:-}"  # RUN_ARGS: e.g. --precision tf32
@@ -94,7 +98,7 @@ case "${1:-}" in
     for _ in $(seq "$workers"); do
       setsid bash -c '
         if [ -n "$2" ]; then  # AFTER: wait until every line of that queue has an exit status
-          until [ "$(ls "$2/logs" | grep -c "\.rc$")" -ge "$(wc -l < "$2/queue")" ]; do sleep "${POLL:-10}"; done
+          until queue_ended "$2"; do sleep "${POLL:-10}"; done
         fi
         while IFS= read -r line; do
           [ -n "$line" ] || continue
@@ -125,11 +129,10 @@ case "${1:-}" in
     exec bash "$0" start "${2:?the number of runs at once}" "${lines[@]}" ;;
   wait)
     seconds=${2:?how long to wait at most}; tar_file=${3:?a tar file}
-    if [ ! -f "$RUNS/queue" ]; then echo "no queue under $RUNS: a fresh machine (the runs died with the last one)"; exit 3; fi
+    need_queue
     deadline=$(( $(date +%s) + seconds ))
     while [ "$(date +%s)" -lt "$deadline" ]; do
-      left=$(( $(wc -l < "$RUNS/queue") - $(ls "$RUNS/logs" | grep -c '\.rc$') ))
-      [ "$left" -le 0 ] && break
+      queue_ended "$RUNS" && break
       sleep "${POLL:-10}"  # seconds between looks
     done
     date -u +%FT%TZ > "$RUNS/logs/collected"
@@ -138,7 +141,7 @@ case "${1:-}" in
     tar czf "$tar_file" -C "$(dirname "$RUNS")" "$(basename "$RUNS")" ;;
   progress)
     # one line per queued run: its state (exit status, running, or waiting) and the last line of its log
-    [ -f "$RUNS/queue" ] || { echo "no queue under $RUNS: a fresh machine (the runs died with the last one)"; exit 3; }
+    need_queue
     while IFS= read -r line; do
       [ -n "$line" ] || continue
       name=$(run_name "$line"); log="$RUNS/logs/$name.log"
