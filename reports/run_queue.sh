@@ -65,10 +65,14 @@
 # Stop 30: etegrec at history 50 with a free beam 990 s alone (stage-1 generator epochs 6.21 s eager, twice history
 # 20's); study runs compiled, one at a time: 223 and 231 s each (40 epochs), generator epochs 1.97 s after a first,
 # compiling epoch of 60 to 68 s (40 to 45% of a 40-epoch generator's time).
+# Stop 31: 8 study runs compiled, one at a time, 107 to 340 s each; a first epoch that finds the graph shapes in
+# inductor's on-disk cache (an earlier run of the machine compiled them) takes 9 to 12 s, else 62 to 94 s: keep a
+# seed's runs together. cache-back's 80 MB came back in part (the device returns 64 MiB): now capped by MAX_BYTES.
 #   RUNS=/tmp/runs bash reports/run_queue.sh cache-back TAR [KEY ...]   (in a shell with the environment above:
 #       it reads SIDBENCH_CACHE; stop 30's failed without it)
-#       pack the stage-cache entries written since the queue started (or the entries KEY alone; split into
-#       TAR.00, TAR.01, ... when over 15 MiB), for .carry/cache/stages (next session's
+#       pack the stage-cache entries written since the queue started (or the entries KEY alone; views first, while
+#       they fit MAX_BYTES, 56 MiB, of the device's 64 MiB return; split into TAR.00, TAR.01, ... when over
+#       15 MiB), for .carry/cache/stages (next session's
 #       runs of the same seeds reuse the same views and stage-0 tokenizers while their code is unchanged).
 set -u
 run_name() { printf "%s" "$1" | tr -c "A-Za-z0-9.-" "_" | cut -c1-150; }  # a queue line's file name under logs/
@@ -169,7 +173,17 @@ case "${1:-}" in
       mapfile -d '' entries < <(find stages -mindepth 2 -maxdepth 2 -type d -newer "$RUNS/logs/started" -print0)
     fi
     [ ${#entries[@]} -gt 0 ] || { echo "cache-back: no stage-cache entry was written since the queue started" >&2; exit 3; }
-    printf '%s\0' "${entries[@]}" | tar czf "$tar_file" --null -T - || exit 1
+    # the device returns at most 64 MiB in all (stop 31's 80 MB came back in part, useless): keep the entries, views
+    # first, while their unpacked bytes fit MAX_BYTES (packing only shrinks them), and name those left out
+    budget=${MAX_BYTES:-58720256}; kept=()
+    mapfile -t entries < <(printf '%s\n' "${entries[@]}" | sort -t/ -k2,2 -s)  # stages/encode before stages/tokenize
+    for entry in "${entries[@]}"; do
+      bytes=$(find "$entry" -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
+      if [ "$bytes" -le "$budget" ]; then kept+=("$entry"); budget=$((budget - bytes))
+      else echo "cache-back: left out $entry ($bytes bytes; ${budget} of MAX_BYTES left)" >&2; fi
+    done
+    [ ${#kept[@]} -gt 0 ] || { echo "cache-back: no entry fits MAX_BYTES=${MAX_BYTES:-58720256}" >&2; exit 3; }
+    printf '%s\0' "${kept[@]}" | tar czf "$tar_file" --null -T - || exit 1
     tar tzf "$tar_file" | grep -c meta.json
     part=${PART_BYTES:-15728640}
     if [ "$(stat -c %s "$tar_file")" -gt "$part" ]; then

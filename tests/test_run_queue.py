@@ -23,8 +23,8 @@ pytestmark = pytest.mark.skipif(shutil.which("bash") is None or shutil.which("ta
 def queue(runs: Path, cache: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """``run_queue.sh ARGS`` called from the folder above ``runs``, on the synthetic data, the CPU, the smoke budget."""
     env = {**os.environ, "RUNS": str(runs), "SIDBENCH_CACHE": str(cache), "DATASET": "synthetic", "DEVICE": "cpu",
-           "RUN_ARGS": "--budget smoke", "POLL": "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           **(env or {})}
+           "RUN_ARGS": "--budget smoke", "POLL": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **(env or {})}
     env.pop("PYTHONPATH", None)
     return subprocess.run(["bash", str(QUEUE), *args], env=env, cwd=runs.parent, capture_output=True, text=True,
                           timeout=300, check=False)
@@ -69,6 +69,13 @@ def test_a_queued_run_uses_its_own_copy_of_the_code_and_its_cache_entries_come_b
     (tmp_path / "joined.tgz").write_bytes(b"".join(p.read_bytes() for p in parts))
     with tarfile.open(tmp_path / "joined.tgz") as tar:
         assert sorted(tar.getnames()) == sorted(names)
+    # over MAX_BYTES (the device returns 64 MiB in all), the view comes first and the tokenizer is named left out
+    view_bytes = sum(f.stat().st_size for f in (cache / "stages" / "encode" / key).iterdir())
+    capped = queue(runs, cache, "cache-back", "capped.tgz", env={"MAX_BYTES": str(view_bytes)})
+    assert capped.returncode == 0, capped.stderr
+    with tarfile.open(tmp_path / "capped.tgz") as tar:
+        assert {n for n in tar.getnames() if n.endswith("meta.json")} == {f"stages/encode/{key}/meta.json"}
+    assert "left out stages/tokenize/" in capped.stderr
     missing = queue(runs, cache, "cache-back", "none.tgz", key, "0123456789abcdef0123")
     assert missing.returncode == 2 and "no stage-cache entry 0123456789abcdef0123" in missing.stderr
     assert not (tmp_path / "none.tgz").exists()

@@ -92,16 +92,21 @@ def record_row(run: Run, base: Run | None) -> dict[str, str]:
     row = {m: f"{run.test(m):.4f}" for m in METRICS}
     for m in METRICS:
         row[f"vs default {m}"] = paired(run, base, m) if base is not None and base is not run else ""
-    row["best valid N@10 (epoch)"] = f"{gen.get('best_valid_ndcg@10', 0):.4f} ({gen.get('best_epoch')})"
+    row["best valid N@10 (epoch)"] = f"{best_valid(run):.4f} ({gen.get('best_epoch')})"
     row["epochs run"] = str(gen.get("epochs_run", ""))
     row["generator s (per epoch)"] = (f"{run.record['timings'].get('generator', 0):.0f} "
                                       f"({gen.get('seconds_per_epoch', 0):.2f})")
     return row
 
 
+def best_valid(run: Run) -> float:
+    return run.extra.get("generator", {}).get("best_valid_ndcg@10", 0.0)
+
+
 def over_seeds(by_change: dict[tuple[str, str], dict[int, Run]]) -> list[dict[str, str]]:
     """One row per probe and change with records on more than one seed: means over the seeds its default also
-    has (the default's own row first), each change tested per user against the default on those seeds."""
+    has (the default's own row first), each change tested per user against the default on those seeds; the mean
+    best validation N@10, against the default's."""
     rows = []
     for (method, change), runs in by_change.items():
         default = by_change.get((method, "default"), {})
@@ -120,6 +125,9 @@ def over_seeds(by_change: dict[tuple[str, str], dict[int, Run]]) -> list[dict[st
                 row[f"vs default {m}"] = f"{100 * (pair[0].mean() / pair[1].mean() - 1):+.1f}% (p {p:.2g})"
             else:
                 row[f"vs default {m}"] = ""
+        valid, valid_base = (sum(best_valid(r) for r in rs) / len(rs) for rs in (ours, base))
+        row["best valid N@10"] = f"{valid:.4f}" + (f" ({100 * (valid / valid_base - 1):+.1f}%)"
+                                                   if change != "default" else "")
         rows.append(row)
     rows.sort(key=lambda r: (r["probe"], r["change"] != "default"))
     return rows
