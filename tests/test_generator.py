@@ -548,3 +548,18 @@ def test_the_generator_trains_as_a_phase_of_the_phased_trainer(planted_split):
         assert torch.equal(a, b)
     assert [p["ndcg@10"] for p in ctx.curve] == [p["ndcg@10"] for p in fitted_ctx.curve]
     assert ctx.extra["generator_decode"] == fitted_ctx.extra["generator_decode"]
+
+
+def test_user_tokens_hash_each_user_to_user_mod_user_tokens_and_nothing_else(planted_split):
+    """TIGER's hashed user tokens: users k apart (k = user_tokens) share a token and, with one history, the same
+    encoder states; neighbouring users do not; the token is the same in every call."""
+    gen = tiny_generator(planted_split, user_tokens=7)
+    model = gen.model_.eval()
+    hist = torch.from_numpy(planted_split.eval_inputs("test")[0][:1]).repeat(3, 1)
+    users = torch.tensor([2, 9, 3])  # 9 = 2 + 7 shares 2's token; 3 does not
+    with torch.no_grad():
+        memory, _ = model.encode(hist, users)
+        again, _ = model.encode(hist, users)
+    assert torch.equal(memory, again)
+    assert torch.equal(memory[0], memory[1]) and not torch.allclose(memory[0], memory[2])
+    assert model.tokens.num_embeddings == model.user_base + 7  # the user tokens come last in the vocabulary
