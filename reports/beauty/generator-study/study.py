@@ -106,7 +106,8 @@ def best_valid(run: Run) -> float:
 def over_seeds(by_change: dict[tuple[str, str], dict[int, Run]]) -> list[dict[str, str]]:
     """One row per probe and change with records on more than one seed: means over the seeds its default also
     has (the default's own row first), each change tested per user against the default on those seeds; the mean
-    best validation N@10, against the default's."""
+    best validation N@10, against the default's; and the change seed by seed, with a paired t-test over
+    the seeds (the training runs as the sample, which the per-user test leaves out)."""
     rows = []
     for (method, change), runs in by_change.items():
         default = by_change.get((method, "default"), {})
@@ -125,6 +126,10 @@ def over_seeds(by_change: dict[tuple[str, str], dict[int, Run]]) -> list[dict[st
                 row[f"vs default {m}"] = f"{100 * (pair[0].mean() / pair[1].mean() - 1):+.1f}% (p {p:.2g})"
             else:
                 row[f"vs default {m}"] = ""
+        for m in METRICS if change != "default" else ():  # the runs as the sample, which the users test leaves out
+            gains = ", ".join(f"{100 * (a.test(m) / b.test(m) - 1):+.1f}" for a, b in zip(ours, base, strict=True))
+            _, p = stats.paired_ttest([r.test(m) for r in ours], [r.test(m) for r in base])
+            row[f"{m} per seed, % (t over seeds)"] = f"{gains} (p {p:.2g})"
         valid, valid_base = (sum(best_valid(r) for r in rs) / len(rs) for rs in (ours, base))
         row["best valid N@10"] = f"{valid:.4f}" + (f" ({100 * (valid / valid_base - 1):+.1f}%)"
                                                    if change != "default" else "")
@@ -207,7 +212,8 @@ def main() -> None:
     seeded = over_seeds(by_change)
     if seeded:
         print("\nOver seeds (each change against its probe's default on the seeds both have):\n")
-        print_table(list(seeded[0]), seeded)
+        print_table(["probe", "seeds", "change", *METRICS, *(f"vs default {m}" for m in METRICS),
+                     *(f"{m} per seed, % (t over seeds)" for m in METRICS), "best valid N@10"], seeded)
     if curves:
         fig, axes = plt.subplots(1, len(curves), figsize=(6 * len(curves), 4), squeeze=False)
         for ax, (method, lines_) in zip(axes[0], sorted(curves.items()), strict=True):
