@@ -4,7 +4,6 @@ as LaTeX and in a real headless Chromium."""
 import ast
 import csv
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -94,6 +93,11 @@ def test_html_shows_the_failed_run_missing_seeds_and_the_tests(runs, built):
     assert row["method"] == "pop" and row["seeds"] == [0, 1]
     assert row["p_t"] == pytest.approx(expected) and row["p_t_holm"] == pytest.approx(expected)  # one comparison
     assert '<td class="method">pop</td>\n<td>2</td>' in html  # "Seeds paired" counts the seeds
+    # over seeds: a paired t-test on the per-seed test values, the runs as the sample
+    by_seed = {m: [json.loads((runs[0] / "synthetic" / m / f"seed{s}" / "result.json").read_text())
+                   ["metrics"]["test"]["ndcg@10"] for s in (0, 1)] for m in ("pop", "sasrec")}
+    assert row["p_seeds"] == pytest.approx(scipy_stats.ttest_rel(by_seed["pop"], by_seed["sasrec"]).pvalue)
+    assert "p over seeds (t)" in html
     # the version sidbench reports, not again as an installed package: one row per table
     assert html.count("<dt>sidbench</dt>") == html.count("<h3>Environment</h3>") == 2
 
@@ -295,7 +299,8 @@ def test_page_loads_without_errors_in_headless_chromium(chromium, built, tmp_pat
     dom.feed(result.stdout)
     assert dom.root.get("data-loaded") == "1", "the page's load handler did not run"
     assert not dom.root.get("data-errors"), dom.root.get("data-errors")
-    assert dom.tables == {"synthetic-history-20-budget-smoke": ["pop", "sasrec"], "synthetic-history-5-budget-smoke": ["pop"]}
+    assert dom.tables == {"synthetic-history-20-budget-smoke": ["pop", "sasrec"],
+                          "synthetic-history-5-budget-smoke": ["pop"]}
 
     shot = tmp_path / "shot.png"
     result = _browse(chromium, built / "index.html", tmp_path, f"--screenshot={shot}", "--window-size=1400,2000")

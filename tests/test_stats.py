@@ -35,6 +35,12 @@ def test_identical_vectors_have_p_one_and_bad_shapes_are_an_error():
         stats.paired_ttest(A, B[:-1])
 
 
+def test_differences_all_alike_have_no_spread_so_t_is_infinite_and_p_zero():
+    shifted = [x + 0.01 for x in A]  # every difference -0.01, up to rounding (scipy would warn of precision loss)
+    assert stats.paired_ttest(A, shifted) == (-math.inf, 0.0)
+    assert stats.paired_ttest(shifted, A) == (math.inf, 0.0)
+
+
 def test_holm_on_hand_computed_values():
     # sorted: 0.005*4 = 0.02, 0.01*3 = 0.03, 0.03*2 = 0.06, 0.04*1 = 0.04 -> running max 0.06
     assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])

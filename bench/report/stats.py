@@ -19,11 +19,16 @@ DECIMALS = 4  # the precision metrics are shown (and compared for ties) at
 def paired_ttest(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
     """Two-sided paired t-test of ``a`` against ``b``: (t statistic, p-value).
 
-    Identical vectors (every difference zero) have no evidence of a difference: p = 1.
+    Identical vectors (every difference zero) have no evidence of a difference: p = 1. Differences that are all
+    the same non-zero number (up to rounding; e.g. a few seeds shifted alike) have no spread: t is infinite, p = 0,
+    the test's limit, where scipy would warn of precision loss.
     """
     a, b = _pair(a, b)
-    if not np.any(a - b):
+    diff = a - b
+    if not np.any(diff):
         return 0.0, 1.0
+    if np.ptp(diff) <= 1e-9 * np.abs(diff).max():
+        return math.copysign(math.inf, diff.mean()), 0.0
     result = _scipy.ttest_rel(a, b)
     return float(result.statistic), float(result.pvalue)
 
