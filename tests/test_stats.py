@@ -41,6 +41,18 @@ def test_differences_all_alike_have_no_spread_so_t_is_infinite_and_p_zero():
     assert stats.paired_ttest(shifted, A) == (math.inf, 0.0)
 
 
+def test_welch_is_scipys_unequal_variance_t_test_with_clear_limits():
+    a, b = [0.036, 0.037, 0.038], [0.046, 0.047, 0.0475]
+    assert stats.welch_ttest(a, b)[1] == pytest.approx(scipy_stats.ttest_ind(a, b, equal_var=False).pvalue)
+    # one side constant: Welch is the one-sample t-test of the other side against that value (scipy's two-sample
+    # function warns of precision loss there; ours does not)
+    assert stats.welch_ttest([0.04, 0.04, 0.04], b)[1] == pytest.approx(scipy_stats.ttest_1samp(b, 0.04).pvalue)
+    assert stats.welch_ttest([0.04, 0.04], [0.04, 0.04]) == (0.0, 1.0)
+    assert stats.welch_ttest([0.04, 0.04], [0.03, 0.03]) == (math.inf, 0.0)
+    with pytest.raises(ValueError, match="two or more values on each side"):
+        stats.welch_ttest([0.04], [0.03, 0.05])
+
+
 def test_holm_on_hand_computed_values():
     # sorted: 0.005*4 = 0.02, 0.01*3 = 0.03, 0.03*2 = 0.06, 0.04*1 = 0.04 -> running max 0.06
     assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])

@@ -140,8 +140,9 @@ def significance(table: Table, baseline: str | None, metric: str = TEST_METRIC) 
     Users are paired on their index; a multi-seed method is the per-user mean over
     the seeds both it and the baseline have. Holm's correction runs across the
     comparisons of the table, once per test. With two or more seeds in common,
-    ``p_seeds`` is a paired t-test on the two methods' per-seed test values: the
-    training runs as the sample (not Holm-adjusted; it sets no mark).
+    ``p_seeds`` is Welch's t-test on the two methods' per-seed test values: the
+    training runs as the sample, unpaired, since two methods' runs of one seed
+    share nothing but the number (not Holm-adjusted; it sets no mark).
     """
     if baseline is None:
         return []
@@ -173,8 +174,8 @@ def significance(table: Table, baseline: str | None, metric: str = TEST_METRIC) 
         row.update(users=len(a), mean=float(a.mean()), base_mean=float(b.mean()), diff=float((a - b).mean()),
                    t=t, p_t=p_t, w=w, p_w=p_w)
         if len(seeds) >= 2:  # the training runs as the sample: the spread the per-user tests leave out
-            row["p_seeds"] = stats.paired_ttest([runs[s].test(metric) for s in seeds],
-                                                [base_runs[s].test(metric) for s in seeds])[1]
+            row["p_seeds"] = stats.welch_ttest([runs[s].test(metric) for s in seeds],
+                                               [base_runs[s].test(metric) for s in seeds])[1]
     tested = [r for r in rows if "p_t" in r]
     for key in ("p_t", "p_w"):
         for row, adjusted in zip(tested, stats.holm([r[key] for r in tested]), strict=True):

@@ -33,6 +33,24 @@ def paired_ttest(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
     return float(result.statistic), float(result.pvalue)
 
 
+def welch_ttest(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """Two-sided two-sample t-test of ``a`` against ``b`` without equal variances (Welch): (t, p-value).
+
+    For samples with nothing to pair, such as the seeds of two methods. Two samples with no spread have p = 1
+    if they are equal and p = 0 (t infinite) if not, the test's limits.
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError(f"Welch's t-test needs two or more values on each side, found {len(a)} and {len(b)}")
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)  # computed here: scipy warns when one side is constant
+    diff = a.mean() - b.mean()
+    if va + vb == 0:
+        return (0.0, 1.0) if diff == 0 else (math.copysign(math.inf, diff), 0.0)
+    t = diff / math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))  # Welch-Satterthwaite
+    return float(t), float(min(1.0, 2 * _scipy.t.sf(abs(t), df)))
+
+
 def wilcoxon_test(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
     """Two-sided Wilcoxon signed-rank test of ``a`` against ``b``: (statistic, p-value).
 
