@@ -18,6 +18,7 @@ Markdown report:
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -59,20 +60,28 @@ def neighbour_ranks(split: Split, vectors: np.ndarray) -> np.ndarray:
     return ranks
 
 
+@functools.cache
+def folder_runs(folder: Path) -> list:
+    """The finished runs under a loo-full folder (none if it is absent)."""
+    return [r for r in collect_runs([folder])[0] if r.ok] if folder.is_dir() else []
+
+
+def user_recall(runs: list, n_users: int) -> np.ndarray:
+    """Test Recall@10 per user (users indexed 0..n_users-1), averaged over the runs (seeds)."""
+    users, values = per_user_mean(runs, "recall@10")
+    recall = np.zeros(n_users)
+    recall[users] = values
+    return recall
+
+
 def method_recall(name: str, n_users: int) -> tuple[np.ndarray, int] | None:
     """Test Recall@10 per user averaged over the method's seeds (records under FOLDERS), and the seed count."""
     for folder in FOLDERS:  # the first folder holding the method (tiger and resid: fp32 before tf32)
-        files = sorted(p for p in (BEAUTY / folder / "loo-full" / "beauty" / name).glob("seed*/per_user.npz")
-                       if "~" not in p.parent.name)
-        if files:
-            break
-    else:
-        return None
-    total = np.zeros(n_users)
-    for path in files:
-        data = np.load(path)
-        total[data["user"]] += data["recall@10"]
-    return total / len(files), len(files)
+        runs = [r for r in folder_runs(BEAUTY / folder / "loo-full")
+                if r.folder.parent.name == name and "~" not in r.folder.name]  # its default variant only
+        if runs:
+            return user_recall(runs, n_users), len(runs)
+    return None
 
 
 def method_rows(n_users: int) -> list[tuple[str, int, np.ndarray]]:
@@ -83,13 +92,9 @@ def method_rows(n_users: int) -> list[tuple[str, int, np.ndarray]]:
         found = method_recall(name, n_users)
         if found is not None:
             rows.append((f"`{name}`", found[1], found[0]))
-    runs, _ = collect_runs([STUDY]) if STUDY.is_dir() else ([], [])
-    for run in sorted((r for r in runs if r.ok and r.protocol == Protocol().to_dict()),
+    for run in sorted((r for r in folder_runs(STUDY) if r.protocol == Protocol().to_dict()),
                       key=lambda r: (r.method, r.seed)):
-        users, values = per_user_mean([run], "recall@10")
-        recall = np.zeros(n_users)
-        recall[users] = values
-        rows.append((f"study (s{run.seed}): `{run.method}`", 1, recall))
+        rows.append((f"study (s{run.seed}): `{run.method}`", 1, user_recall([run], n_users)))
     return rows
 
 
