@@ -77,8 +77,9 @@ def wall_seconds(log: Path) -> str:
     return str(int((utc(end) - utc(start)).total_seconds())) if start.is_file() and end.is_file() else "-"
 
 
-def paired(ours: Run, base: Run, metric: str) -> str:
-    pair = paired_per_user([ours], [base], metric)
+def paired(ours: list[Run], base: list[Run], metric: str) -> str:
+    """The change in ``metric`` (each side averaged over its runs) and the per-user paired t-test's p."""
+    pair = paired_per_user(ours, base, metric)
     if pair is None:
         return "-"
     x, y = pair
@@ -91,7 +92,7 @@ def record_row(run: Run, base: Run | None) -> dict[str, str]:
     gen = run.extra.get("generator", {})
     row = {m: f"{run.test(m):.4f}" for m in METRICS}
     for m in METRICS:
-        row[f"vs default {m}"] = paired(run, base, m) if base is not None and base is not run else ""
+        row[f"vs default {m}"] = paired([run], [base], m) if base is not None and base is not run else ""
     row["best valid N@10 (epoch)"] = f"{best_valid(run):.4f} ({gen.get('best_epoch')})"
     row["epochs run"] = str(gen.get("epochs_run", ""))
     row["generator s (per epoch)"] = (f"{run.record['timings'].get('generator', 0):.0f} "
@@ -120,12 +121,7 @@ def over_seeds(by_change: dict[tuple[str, str], dict[int, Run]]) -> list[dict[st
             values = [r.test(m) for r in ours]
             row[m] = f"{sum(values) / len(values):.4f} ({min(values):.4f} to {max(values):.4f})"
         for m in METRICS:
-            pair = paired_per_user(ours, base, m) if change != "default" else None
-            if pair is not None:
-                _, p = stats.paired_ttest(*pair)
-                row[f"vs default {m}"] = f"{100 * (pair[0].mean() / pair[1].mean() - 1):+.1f}% (p {p:.2g})"
-            else:
-                row[f"vs default {m}"] = ""
+            row[f"vs default {m}"] = paired(ours, base, m) if change != "default" else ""
         for m in METRICS if change != "default" else ():  # the runs as the sample, which the users test leaves out
             gains = ", ".join(f"{100 * (a.test(m) / b.test(m) - 1):+.1f}" for a, b in zip(ours, base, strict=True))
             _, p = stats.paired_ttest([r.test(m) for r in ours], [r.test(m) for r in base])
