@@ -175,14 +175,14 @@ case "${1:-}" in
     [ ${#entries[@]} -gt 0 ] || { echo "cache-back: no stage-cache entry was written since the queue started" >&2; exit 3; }
     # the device returns at most 64 MiB in all (stop 31's 80 MB came back in part, useless): keep the entries, views
     # first, while their unpacked bytes fit MAX_BYTES (packing only shrinks them), and name those left out
-    budget=${MAX_BYTES:-58720256}; kept=()
+    max_bytes=${MAX_BYTES:-58720256}; budget=$max_bytes; kept=()
     mapfile -t entries < <(printf '%s\n' "${entries[@]}" | sort -t/ -k2,2 -s)  # stages/encode before stages/tokenize
     for entry in "${entries[@]}"; do
       bytes=$(find "$entry" -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
       if [ "$bytes" -le "$budget" ]; then kept+=("$entry"); budget=$((budget - bytes))
       else echo "cache-back: left out $entry ($bytes bytes; ${budget} of MAX_BYTES left)" >&2; fi
     done
-    [ ${#kept[@]} -gt 0 ] || { echo "cache-back: no entry fits MAX_BYTES=${MAX_BYTES:-58720256}" >&2; exit 3; }
+    [ ${#kept[@]} -gt 0 ] || { echo "cache-back: no entry fits MAX_BYTES=$max_bytes" >&2; exit 3; }
     printf '%s\0' "${kept[@]}" | tar czf "$tar_file" --null -T - || exit 1
     tar tzf "$tar_file" | grep -c meta.json
     part=${PART_BYTES:-15728640}
