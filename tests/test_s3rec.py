@@ -92,3 +92,29 @@ def test_smoke_s3rec_pretrains_and_beats_pop(tmp_path):
     assert s3rec["extra"]["pretrain"]["epochs_run"] == epochs
     assert set(s3rec["extra"]["pretrain_losses"]) == set(LOSS_NAMES)
     assert len([p for p in s3rec["curve"] if p["stage"] == "pretrain" and "sp" in p]) == epochs
+
+
+def test_a_pretraining_step_traces_as_one_graph_and_keeps_its_parts_outside_it(split):
+    """The four losses are one graph (``run --compile`` can replay it as a CUDA graph); the parts kept for the
+    record are copied out of the compiled step, each step one [4] row with the eager step's values."""
+    import torch._dynamo as dynamo
+
+    cfg = dataclasses.replace(S3RecConfig(), **{**S3Rec.budgets["smoke"], "dropout": 0.0, "attn_dropout": 0.0})
+    model = SASRecModel(split, cfg)
+    model.encoder.causal = False
+    pretrainer = S3RecPretrainer(split, cfg, model).train()
+    windows = pretrainer.windows(split)[:64]
+    try:
+        explained = dynamo.explain(pretrainer.pretrain_loss)((windows,))
+        reasons = [reason.reason for reason in explained.break_reasons]
+        assert explained.graph_count == 1 and explained.op_count > 100, reasons  # the losses are the graph
+        assert len(reasons) == 1 and "_kept" in reasons[0]  # and the bookkeeping stays out of it
+        pretrainer.parts.clear()
+        compiled = torch.compile(pretrainer.pretrain_loss, backend="eager")
+        for step in (compiled, pretrainer.pretrain_loss):
+            torch.manual_seed(2)
+            step((windows,))
+    finally:
+        dynamo.reset()
+    assert len(pretrainer.parts) == 2 and pretrainer.parts[0].shape == (len(LOSS_NAMES),)
+    torch.testing.assert_close(pretrainer.parts[0], pretrainer.parts[1])

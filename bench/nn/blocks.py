@@ -1,5 +1,5 @@
 """Shared neural building blocks: one Transformer block (and its decoder variant), one sequence encoder,
-one item-field embedding.
+one item-field embedding, and the masked reductions that keep a training step's shapes fixed.
 
 Every sequential model (SASRec, BERT4Rec, S3-Rec, FAMAE, the SID generator's
 encoder and decoder) uses these, so a fix or a speed-up lands everywhere at once.
@@ -181,7 +181,8 @@ class ItemEmbedding(nn.Module):
         for table in self.field_tables.values():
             nn.init.normal_(table.weight, std=init_std)
         for f in self.field_names:
-            self.register_buffer(f"field_{f}", torch.as_tensor(np.asarray(fields[f]), dtype=torch.long), persistent=False)
+            self.register_buffer(f"field_{f}", torch.as_tensor(np.asarray(fields[f]), dtype=torch.long),
+                                 persistent=False)
         for f in self.bag_names:
             self.register_buffer(f"bag_{f}", torch.as_tensor(np.asarray(bags[f]), dtype=torch.long), persistent=False)
 
@@ -207,3 +208,17 @@ class ItemEmbedding(nn.Module):
 def scaled(x: torch.Tensor) -> torch.Tensor:
     """Multiply input embeddings by sqrt(d), as SASRec and the Transformer do."""
     return x * math.sqrt(x.shape[-1])
+
+
+IGNORE = -100  # the label of a position that takes no part in a loss (F.cross_entropy's ignore_index)
+
+
+def masked_mean(values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` where ``keep`` is true; zero (with a gradient path) when nothing is kept.
+
+    Losses average over the positions that count this way (or with ``IGNORE`` labels) instead of indexing
+    them out, so a step's shapes never depend on the data: ``run --compile`` traces it as one graph, and
+    ``reduce-overhead`` replays one CUDA graph instead of recording one per count of positions.
+    """
+    keep = keep.to(values.dtype)
+    return (values * keep).sum() / keep.sum().clamp(min=1)

@@ -26,9 +26,8 @@ from bench.core.method import FitContext, Method
 from bench.core.registry import register
 from bench.data.protocol import Split
 from bench.nn.train import Trainer
+from bench.nn.blocks import IGNORE
 from methods.id.sasrec import SASRecModel, SequenceModelConfig
-
-IGNORE = -100  # label of unmasked positions (F.cross_entropy's ignore_index)
 
 
 @dataclass
@@ -112,13 +111,14 @@ class BERT4Rec(Method):
         return self
 
     def loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        """Cloze loss of a batch of windows, masked afresh: cross-entropy over all items at masked positions."""
+        """Cloze loss of a batch of windows, masked afresh: cross-entropy over all items at masked positions
+        (every position is scored and the others carry ``IGNORE`` labels: fixed shapes, see ``masked_mean``)."""
         (windows,) = batch
         model, cfg = self.model_, self.config
         inputs, labels = cloze_mask(windows, model.pad, model.mask_token, cfg.mask_prob, cfg.last_mask_prob)
         table = model.items.table()
-        at = labels != IGNORE
-        return F.cross_entropy(model.logits(model.hidden(inputs, table)[at], table), labels[at])
+        logits = model.logits(model.hidden(inputs, table), table)
+        return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
 
     @torch.no_grad()
     def score(self, histories: torch.Tensor, users: torch.Tensor) -> torch.Tensor:

@@ -36,7 +36,7 @@ from bench.core.options import parse_value
 from bench.core.registry import register
 from bench.data.dataset import Dataset
 from bench.data.protocol import Split, left_pad
-from bench.nn.blocks import scaled
+from bench.nn.blocks import masked_mean, scaled
 from bench.nn.train import TrainConfig, Trainer
 from methods.id.sasrec import SMOKE, SASRecBCE, SASRecBCEConfig, SASRecModel
 
@@ -78,12 +78,6 @@ def item_attributes(ds: Dataset) -> np.ndarray:
         present = ids >= 0
         multi_hot[rows[present], ids[present]] = True
     return multi_hot
-
-
-def masked_mean(values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """Mean of ``values`` where ``keep`` is true; zero (with a gradient path) when nothing is kept."""
-    keep = keep.to(values.dtype)
-    return (values * keep).sum() / keep.sum().clamp(min=1)
 
 
 class S3RecPretrainer(nn.Module):
@@ -133,8 +127,8 @@ class S3RecPretrainer(nn.Module):
         negatives = torch.randint(0, self.n_items - 1, items.shape, device=items.device)
         negatives = negatives + (negatives >= items).long()
         query = self.mip(hidden)
-        pos_logit = (query * table[items]).sum(-1)
-        neg_logit = (query * table[negatives]).sum(-1)
+        pos_logit = (query * F.embedding(items, table)).sum(-1)  # F.embedding: a deterministic backward on CPU
+        neg_logit = (query * F.embedding(negatives, table)).sum(-1)
         return F.softplus(-pos_logit) + F.softplus(neg_logit)
 
     def pretrain_losses(self, windows: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -182,10 +176,17 @@ class S3RecPretrainer(nn.Module):
     def pretrain_loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """The weighted sum of the four losses, for the Trainer; keeps the parts for the record."""
         parts = self.pretrain_losses(batch[0])
-        self.parts.append(torch.stack([parts[k].detach().float() for k in LOSS_NAMES]))
         cfg = self.cfg
-        return (cfg.aap_weight * parts["aap"] + cfg.mip_weight * parts["mip"]
+        loss = (cfg.aap_weight * parts["aap"] + cfg.mip_weight * parts["mip"]
                 + cfg.map_weight * parts["map"] + cfg.sp_weight * parts["sp"])
+        return self._kept(parts, loss)
+
+    @torch.compiler.disable
+    def _kept(self, parts: dict[str, torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
+        """``loss``, after keeping the step's parts for the record: outside the compiled step, as a new tensor,
+        since under ``--compile reduce-overhead`` the step's outputs are overwritten by the next replay."""
+        self.parts.append(torch.stack([parts[k].detach().float() for k in LOSS_NAMES]))
+        return loss
 
 
 class S3Rec(SASRecBCE):

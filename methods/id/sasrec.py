@@ -20,7 +20,7 @@ from bench.core.errors import ConfigError
 from bench.core.method import FitContext, Method
 from bench.core.registry import register
 from bench.data.protocol import Split
-from bench.nn.blocks import ItemEmbedding, SequenceEncoder, scaled
+from bench.nn.blocks import IGNORE, ItemEmbedding, SequenceEncoder, masked_mean, scaled
 from bench.nn.train import TrainConfig, Trainer
 
 
@@ -52,7 +52,8 @@ SMALL = {"batch_size": 64, "lr": 3e-3, "patience": 5}
 
 
 class SASRecModel(nn.Module):
-    def __init__(self, split: Split, cfg: SequenceModelConfig, causal: bool = True, extra_len: int = 0, n_special: int = 1):
+    def __init__(self, split: Split, cfg: SequenceModelConfig, causal: bool = True, extra_len: int = 0,
+                 n_special: int = 1):
         super().__init__()
         ds = split.dataset
         fields = dict(ds.fields) if cfg.item_fields else None
@@ -107,21 +108,26 @@ class SASRec(Method):
         )
 
     def loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        """Next-item loss at every position of a batch of windows (each position is one prefix example)."""
+        """Next-item loss at every position of a batch of windows (each position is one prefix example).
+
+        Every position is scored and the padded ones are left out of the mean (fixed shapes, see
+        ``masked_mean``); ``bce`` draws one negative for every position, padded ones included.
+        """
         (windows,) = batch
         model = self.model_
         inputs, targets = windows[:, :-1], windows[:, 1:]
         table = model.items.table()
         real = inputs != model.n_items  # a position with an item has a next item to predict
-        hidden = model.hidden(inputs, table)[real]
-        targets = targets[real]
+        hidden = model.hidden(inputs, table)
         if self.config.loss == "ce":
-            return F.cross_entropy(hidden @ table[: model.n_items].T, targets)
+            logits = hidden @ table[: model.n_items].T
+            return F.cross_entropy(logits.flatten(0, 1), targets.masked_fill(~real, IGNORE).flatten(),
+                                   ignore_index=IGNORE)
         negatives = torch.randint(0, model.n_items - 1, targets.shape, device=targets.device)
         negatives = negatives + (negatives >= targets).long()  # uniform over items other than the target
-        pos = (hidden * table[targets]).sum(-1)
-        neg = (hidden * table[negatives]).sum(-1)
-        return (F.softplus(-pos) + F.softplus(neg)).mean()
+        pos = (hidden * F.embedding(targets, table)).sum(-1)  # F.embedding: a deterministic backward on CPU
+        neg = (hidden * F.embedding(negatives, table)).sum(-1)
+        return masked_mean(F.softplus(-pos) + F.softplus(neg), real)
 
     @torch.no_grad()
     def score(self, histories: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
