@@ -1,5 +1,5 @@
 """Shared neural building blocks: one Transformer block (and its decoder variant), one sequence encoder,
-one item-field embedding, and the masked reductions that keep a training step's shapes fixed.
+one item-field embedding, and the selection of the positions a loss counts.
 
 Every sequential model (SASRec, BERT4Rec, S3-Rec, FAMAE, the SID generator's
 encoder and decoder) uses these, so a fix or a speed-up lands everywhere at once.
@@ -210,15 +210,25 @@ def scaled(x: torch.Tensor) -> torch.Tensor:
     return x * math.sqrt(x.shape[-1])
 
 
-IGNORE = -100  # the label of a position that takes no part in a loss (F.cross_entropy's ignore_index)
+IGNORE = -100  # the label of a position that takes no part in a loss (F.cross_entropy's default ignore_index)
+
+
+def counted(keep: torch.Tensor, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Each of ``tensors`` [B, L, ...] at the positions where ``keep`` [B, L] is true, as rows [N, ...], then
+    ``keep`` itself as [N]: what a loss over positions scores.
+
+    Eager, only the kept positions (boolean indexing: the fewest rows to score). While ``torch.compile``
+    traces (``run --compile``), every position, so that no shape depends on the data: the step is one graph,
+    which ``reduce-overhead`` replays as one CUDA graph instead of recording one per count of positions. The
+    caller leaves the other rows out (``IGNORE`` labels, or ``masked_mean`` with the returned ``keep``), so
+    both give the same loss.
+    """
+    if torch.compiler.is_compiling():
+        return (*(t.flatten(0, 1) for t in tensors), keep.flatten())
+    return (*(t[keep] for t in tensors), keep[keep])
 
 
 def masked_mean(values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """Mean of ``values`` where ``keep`` is true; zero (with a gradient path) when nothing is kept.
-
-    Losses average over the positions that count this way (or with ``IGNORE`` labels) instead of indexing
-    them out, so a step's shapes never depend on the data: ``run --compile`` traces it as one graph, and
-    ``reduce-overhead`` replays one CUDA graph instead of recording one per count of positions.
-    """
+    """Mean of ``values`` where ``keep`` is true; zero (with a gradient path) when nothing is kept."""
     keep = keep.to(values.dtype)
     return (values * keep).sum() / keep.sum().clamp(min=1)

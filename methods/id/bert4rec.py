@@ -25,8 +25,8 @@ from bench.core.errors import ConfigError
 from bench.core.method import FitContext, Method
 from bench.core.registry import register
 from bench.data.protocol import Split
+from bench.nn.blocks import IGNORE, counted
 from bench.nn.train import Trainer
-from bench.nn.blocks import IGNORE
 from methods.id.sasrec import SASRecModel, SequenceModelConfig
 
 
@@ -111,14 +111,14 @@ class BERT4Rec(Method):
         return self
 
     def loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        """Cloze loss of a batch of windows, masked afresh: cross-entropy over all items at masked positions
-        (every position is scored and the others carry ``IGNORE`` labels: fixed shapes, see ``masked_mean``)."""
+        """Cloze loss of a batch of windows, masked afresh: cross-entropy over all items at the masked positions
+        (``counted``: the others left out when eager, ``IGNORE``-labelled when compiled)."""
         (windows,) = batch
         model, cfg = self.model_, self.config
         inputs, labels = cloze_mask(windows, model.pad, model.mask_token, cfg.mask_prob, cfg.last_mask_prob)
         table = model.items.table()
-        logits = model.logits(model.hidden(inputs, table), table)
-        return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
+        hidden, labels, _ = counted(labels != IGNORE, model.hidden(inputs, table), labels)
+        return F.cross_entropy(model.logits(hidden, table), labels)
 
     @torch.no_grad()
     def score(self, histories: torch.Tensor, users: torch.Tensor) -> torch.Tensor:

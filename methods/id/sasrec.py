@@ -20,7 +20,7 @@ from bench.core.errors import ConfigError
 from bench.core.method import FitContext, Method
 from bench.core.registry import register
 from bench.data.protocol import Split
-from bench.nn.blocks import IGNORE, ItemEmbedding, SequenceEncoder, masked_mean, scaled
+from bench.nn.blocks import IGNORE, ItemEmbedding, SequenceEncoder, counted, masked_mean, scaled
 from bench.nn.train import TrainConfig, Trainer
 
 
@@ -108,21 +108,16 @@ class SASRec(Method):
         )
 
     def loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        """Next-item loss at every position of a batch of windows (each position is one prefix example).
-
-        Every position is scored and the padded ones are left out of the mean (fixed shapes, see
-        ``masked_mean``); ``bce`` draws one negative for every position, padded ones included.
-        """
+        """Next-item loss at every position of a batch of windows (each position is one prefix example); the
+        padded positions take no part (``counted``: left out when eager, masked out when compiled)."""
         (windows,) = batch
         model = self.model_
         inputs, targets = windows[:, :-1], windows[:, 1:]
         table = model.items.table()
         real = inputs != model.n_items  # a position with an item has a next item to predict
-        hidden = model.hidden(inputs, table)
+        hidden, targets, real = counted(real, model.hidden(inputs, table), targets)
         if self.config.loss == "ce":
-            logits = hidden @ table[: model.n_items].T
-            return F.cross_entropy(logits.flatten(0, 1), targets.masked_fill(~real, IGNORE).flatten(),
-                                   ignore_index=IGNORE)
+            return F.cross_entropy(hidden @ table[: model.n_items].T, targets.masked_fill(~real, IGNORE))
         negatives = torch.randint(0, model.n_items - 1, targets.shape, device=targets.device)
         negatives = negatives + (negatives >= targets).long()  # uniform over items other than the target
         pos = (hidden * F.embedding(targets, table)).sum(-1)  # F.embedding: a deterministic backward on CPU
