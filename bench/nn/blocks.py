@@ -210,6 +210,9 @@ def scaled(x: torch.Tensor) -> torch.Tensor:
     return x * math.sqrt(x.shape[-1])
 
 
+# whether torch.compile is tracing the caller: torch.compiler.is_compiling since torch 2.3, dynamo's own before
+_is_compiling = getattr(torch.compiler, "is_compiling", None) or torch._dynamo.is_compiling
+
 IGNORE = -100  # the label of a position that takes no part in a loss (F.cross_entropy's default ignore_index)
 
 
@@ -223,7 +226,7 @@ def counted(keep: torch.Tensor, *tensors: torch.Tensor) -> tuple[torch.Tensor, .
     caller leaves the other rows out (``IGNORE`` labels, or ``masked_mean`` with the returned ``keep``), so
     both give the same loss.
     """
-    if torch.compiler.is_compiling():
+    if _is_compiling():
         return (*(t.flatten(0, 1) for t in tensors), keep.flatten())
     return (*(t[keep] for t in tensors), keep[keep])
 
